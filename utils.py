@@ -1,0 +1,125 @@
+"""Small shared helpers: the user-error type, atomic writes, model loading, threads.
+
+This module sits below `data/`, `network/` and `methods/`: it imports only the
+standard library, numpy and paddle, so every layer may use it.
+"""
+import functools
+import json
+import os
+import sys
+import tempfile
+
+
+class FRNError(Exception):
+    """An error the user can fix. The message names the file, flag or value and says how."""
+
+
+def cli_main(main):
+    """Run `main()` as a command: an FRNError becomes one line on stderr and exit code 2."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except FRNError as err:
+            print(f'error: {err}', file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print('interrupted', file=sys.stderr)
+            sys.exit(130)
+    return wrapper
+
+
+def _atomic_write(path, write):
+    """Write through a temp file in the same folder, then rename: readers never see half a file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_save(obj, path):
+    """`paddle.save` made atomic."""
+    import paddle
+    _atomic_write(path, lambda tmp: paddle.save(obj, tmp))
+
+
+def atomic_write_text(text, path):
+    def write(tmp):
+        with open(tmp, 'w', encoding='utf-8') as f:
+            f.write(text)
+    _atomic_write(path, write)
+
+
+def atomic_write_json(obj, path):
+    atomic_write_text(json.dumps(obj, indent=2, sort_keys=False) + '\n', path)
+
+
+def set_threads(n):
+    """Set the CPU math threads. `import paddle` pins OMP_NUM_THREADS=1 when it is unset."""
+    import paddle
+    n = max(1, int(n))
+    paddle.base.core.set_num_threads(n)
+    return n
+
+
+def default_threads():
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
+def read_state_dict(path):
+    """Load a `.pdparams` file as a dict of tensors, with a clear error when it cannot be read."""
+    import paddle
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FRNError(f'checkpoint {path!r} does not exist; check the path '
+                       f'(pretraining writes ./checkpoints/<dataset>/<model>_stl_frn_pretrain/best_model.pdparams)')
+    if path.endswith(('.pth', '.pt', '.tar')):
+        raise FRNError(f'{path!r} looks like a PyTorch checkpoint; convert it first with '
+                       f'`python tools/convert_official_weights.py --src {path} --dst model.pdparams`')
+    try:
+        state = paddle.load(path)
+    except Exception as err:  # paddle raises many types for a corrupt or foreign file
+        raise FRNError(f'cannot read checkpoint {path!r} ({type(err).__name__}: {err}); '
+                       f'it must be a .pdparams file written by this project or by paddle.save') from None
+    if not isinstance(state, dict) or not state:
+        raise FRNError(f'checkpoint {path!r} holds no parameters; it must be a state dict saved with paddle.save')
+    return state
+
+
+def load_model(model, path, required_prefix='feature_extractor.'):
+    """Load `path` into `model`, keeping what fits.
+
+    Keys the model does not have (such as `cat_mat` when a pretrained model starts
+    meta-training) are dropped; head parameters the file lacks keep their initial
+    values. A backbone parameter that is missing or has the wrong shape means the
+    checkpoint belongs to another model, which is an error.
+    Returns (dropped, missing) key lists so callers can report them.
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    dropped = sorted(k for k in state if k not in own)
+    missing = sorted(k for k in own if k not in state)
+    wrong_shape = sorted(k for k in state if k in own and list(state[k].shape) != list(own[k].shape))
+    bad_backbone = [k for k in missing if k.startswith(required_prefix)]
+    if wrong_shape or bad_backbone:
+        detail = []
+        if wrong_shape:
+            k = wrong_shape[0]
+            detail.append(f'{len(wrong_shape)} parameter(s) have the wrong shape, e.g. {k}: '
+                          f'file {list(state[k].shape)} vs model {list(own[k].shape)}')
+        if bad_backbone:
+            detail.append(f'{len(bad_backbone)} backbone parameter(s) are missing, e.g. {bad_backbone[0]}')
+        raise FRNError(f'checkpoint {os.fspath(path)!r} does not match this model: {"; ".join(detail)}. '
+                       f'Check --model (ResNet12 or Conv4) and --image_size against the run that wrote it.')
+    model.set_state_dict({k: v for k, v in state.items() if k in own})
+    return dropped, missing
