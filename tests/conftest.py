@@ -20,3 +20,45 @@ def shared_path(*parts):
 def _threads():
     import utils
     utils.set_threads(min(2, utils.default_threads()))
+
+
+def extract_tiny_subset(dest, classes_per_split=(8, 5, 5), images_per_class=40):
+    """A mini-ImageNet-format folder of real Tiny-ImageNet-32 photos: the first classes of each split.
+
+    Returns the folder. The archive keeps its CSVs last, so it is read twice: once for
+    the CSVs, once to extract only the chosen images.
+    """
+    import csv
+    import tarfile
+    tar_path = shared_path('data', 'tinyimagenet32_miniformat.tar.gz')
+    dest = pathlib.Path(dest)
+    (dest / 'images').mkdir(parents=True)
+    csv_names = ('train.csv', 'val.csv', 'test.csv')
+    wanted = set()
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            name = member.name.split('/', 1)[-1]
+            if name not in csv_names:
+                continue
+            rows = list(csv.reader(tar.extractfile(member).read().decode().splitlines()))[1:]
+            classes = sorted({label for _, label in rows})[:classes_per_split[csv_names.index(name)]]
+            keep = [r for c in classes for r in [r for r in rows if r[1] == c][:images_per_class]]
+            with open(dest / name, 'w', newline='') as f:
+                writer = csv.writer(f, lineterminator='\n')
+                writer.writerow(['filename', 'label'])
+                writer.writerows(keep)
+            wanted.update(fn for fn, _ in keep)
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            name = member.name.split('/', 1)[-1]
+            if name.startswith('images/') and name[len('images/'):] in wanted:
+                (dest / name).write_bytes(tar.extractfile(member).read())
+    missing = [fn for fn in wanted if not (dest / 'images' / fn).exists()]
+    assert not missing, f'{len(missing)} images not found in {tar_path}'
+    return dest
+
+
+@pytest.fixture(scope='session')
+def tiny_mini(tmp_path_factory):
+    """Shared read-only mini-ImageNet-format folder of real photos (8/5/5 classes, 40 images each)."""
+    return extract_tiny_subset(tmp_path_factory.mktemp('tiny') / 'tiny_mini')

@@ -1,0 +1,1 @@
+"""Few-shot data: split file lists, transforms, datasets, samplers and loaders."""

@@ -1,0 +1,161 @@
+"""Datasets and samplers for pretraining batches and few-shot episodes.
+
+Randomness is decided by the samplers, in the main process, from (seed, epoch, step):
+which images form a batch or an episode, and a seed for each image's augmentation.
+So a run is reproducible whatever `num_workers` is, and a resumed run sees exactly
+the batches an uninterrupted one would have.
+"""
+import contextlib
+import random
+
+import numpy as np
+import paddle
+from PIL import Image, UnidentifiedImageError
+
+from utils import FRNError
+
+
+def load_image(path):
+    """Open an image as RGB (greyscale, palette and CMYK files are converted)."""
+    try:
+        with Image.open(path) as img:
+            return img.convert('RGB')
+    except FileNotFoundError:
+        raise FRNError(f'image {path!r} does not exist; the file list points at a missing file, '
+                       f'so regenerate it or restore the image') from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise FRNError(f'cannot read image {path!r} ({err}); replace or remove the file') from None
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed):
+    """Seed `random` and `np.random` (which paddle.vision.transforms draw from), then restore them."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def _image_seed(seed, j):
+    return int(np.random.SeedSequence([int(seed), int(j)]).generate_state(1)[0])
+
+
+class SimpleDataset(paddle.io.Dataset):
+    """(image, label) pairs. A key is an index, or (index, augmentation seed) from a sampler."""
+
+    def __init__(self, split, transform):
+        self.split = split
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.split)
+
+    def load(self, i, seed=0):
+        with seeded_global_rngs(seed):
+            return self.transform(load_image(self.split.image_paths[i]))
+
+    def __getitem__(self, key):
+        # without a sampler's seed, an index gets a fixed one, so direct access is repeatable too
+        i, seed = key if isinstance(key, tuple) else (key, _image_seed(0, key))
+        return self.load(i, seed), np.int64(self.split.labels[i])
+
+
+class SetDataset(paddle.io.Dataset):
+    """One class's share of an episode. A key is (class, positions within the class, seed).
+
+    The DataLoader stacks the n_way keys of an EpisodicBatchSampler episode into
+    images [n_way, n_support + n_query, 3, H, W], class-major, and labels [n_way, n_support + n_query].
+    """
+
+    def __init__(self, split, transform):
+        self.split = split
+        self.transform = transform
+        self.members = split.class_members()
+        empty = [split.label_names[c] for c, m in enumerate(self.members) if not m]
+        if empty:
+            raise FRNError(f'{split.source}: class {empty[0]!r} has no images; every class needs images')
+
+    @property
+    def class_sizes(self):
+        return [len(m) for m in self.members]
+
+    def image_indices(self, cls, positions):
+        return [self.members[cls][p] for p in positions]
+
+    def __len__(self):
+        return self.split.n_classes
+
+    def __getitem__(self, key):
+        cls, positions, seed = key
+        images = []
+        for j, i in enumerate(self.image_indices(cls, positions)):
+            with seeded_global_rngs(_image_seed(seed, j)):
+                images.append(self.transform(load_image(self.split.image_paths[i])))
+        return np.stack(images), np.full(len(images), cls, dtype=np.int64)
+
+
+class EpisodicBatchSampler:
+    """Episodes of `n_way` distinct classes with `n_per_class` distinct images each.
+
+    Episode `i` of epoch `e` depends only on (seed, e, i), so any episode can be
+    drawn directly (`episode(i)`), which the feature cache and distributed runs use.
+    """
+
+    def __init__(self, n_classes, n_way, n_episodes, n_per_class, class_sizes, seed=0):
+        if n_way > n_classes:
+            raise FRNError(f'{n_way}-way episodes need at least {n_way} classes, but the split has {n_classes}; '
+                           f'lower the n_way flag')
+        smallest = min(class_sizes)
+        if n_per_class > smallest:
+            raise FRNError(f'an episode takes n_shot + n_query = {n_per_class} images per class, but the smallest '
+                           f'class has only {smallest}; lower --n_shot or --n_query')
+        self.n_classes, self.n_way, self.n_episodes = n_classes, n_way, n_episodes
+        self.n_per_class, self.class_sizes, self.seed = n_per_class, list(class_sizes), seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def episode(self, i):
+        """[(class, positions, augmentation seed)] * n_way."""
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        classes = rng.choice(self.n_classes, self.n_way, replace=False)
+        return [(int(c), tuple(int(p) for p in rng.choice(self.class_sizes[c], self.n_per_class, replace=False)),
+                 int(rng.integers(2**31))) for c in classes]
+
+    def __len__(self):
+        return self.n_episodes
+
+    def __iter__(self):
+        for i in range(self.n_episodes):
+            yield self.episode(i)
+
+
+class ShuffleBatchSampler:
+    """Shuffled batches of (index, augmentation seed), drawn from (seed, epoch)."""
+
+    def __init__(self, n_items, batch_size, shuffle=True, drop_last=True, seed=0):
+        if drop_last and n_items < batch_size:
+            raise FRNError(f'--batch_size {batch_size} is larger than the {n_items} training images; '
+                           f'lower --batch_size')
+        self.n_items, self.batch_size, self.shuffle, self.drop_last, self.seed = n_items, batch_size, shuffle, drop_last, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        full, rest = divmod(self.n_items, self.batch_size)
+        return full if self.drop_last or not rest else full + 1
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.n_items) if self.shuffle else np.arange(self.n_items)
+        seeds = rng.integers(2**31, size=self.n_items)
+        for b in range(len(self)):
+            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield [(int(i), int(seeds[i])) for i in batch]
