@@ -10,21 +10,8 @@ import random
 
 import numpy as np
 import paddle
-from PIL import Image, UnidentifiedImageError
 
 from utils import FRNError
-
-
-def load_image(path):
-    """Open an image as RGB (greyscale, palette and CMYK files are converted)."""
-    try:
-        with Image.open(path) as img:
-            return img.convert('RGB')
-    except FileNotFoundError:
-        raise FRNError(f'image {path!r} does not exist; the file list points at a missing file, '
-                       f'so regenerate it or restore the image') from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise FRNError(f'cannot read image {path!r} ({err}); replace or remove the file') from None
 
 
 @contextlib.contextmanager
@@ -56,7 +43,7 @@ class SimpleDataset(paddle.io.Dataset):
 
     def load(self, i, seed=0):
         with seeded_global_rngs(seed):
-            return self.transform(load_image(self.split.image_paths[i]))
+            return self.transform(self.split.load_image(i))
 
     def __getitem__(self, key):
         # without a sampler's seed, an index gets a fixed one, so direct access is repeatable too
@@ -94,7 +81,7 @@ class SetDataset(paddle.io.Dataset):
         images = []
         for j, i in enumerate(self.image_indices(cls, positions)):
             with seeded_global_rngs(_image_seed(seed, j)):
-                images.append(self.transform(load_image(self.split.image_paths[i])))
+                images.append(self.transform(self.split.load_image(i)))
         return np.stack(images), np.full(len(images), cls, dtype=np.int64)
 
 

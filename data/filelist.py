@@ -14,6 +14,7 @@ import json
 import os
 
 import write_miniImagenet_filelist as csv_lists
+from data.images import load_image
 from utils import FRNError
 
 SPLIT_NAMES = tuple(csv_lists.SPLITS)            # ('train', 'val', 'test')
@@ -22,7 +23,8 @@ IMAGE_EXTENSIONS = csv_lists.IMAGE_EXTENSIONS
 
 @dataclasses.dataclass
 class SplitList:
-    image_paths: list   # absolute paths
+    """One split. Images are files; subclasses may serve them from elsewhere by overriding `load_image`."""
+    image_paths: list   # absolute paths (for other sources: a unique name per image)
     labels: list        # int, 0..n_classes-1
     label_names: list   # class name of each label
     source: str         # where it was read from, for messages
@@ -33,6 +35,10 @@ class SplitList:
     @property
     def n_classes(self):
         return len(self.label_names)
+
+    def load_image(self, i):
+        """Image `i` as an RGB PIL image."""
+        return load_image(self.image_paths[i])
 
     def class_members(self):
         """Positions of each label's images, in list order: one list per class."""
@@ -45,8 +51,9 @@ class SplitList:
         """Only the given labels (renumbered 0..k-1 in the order given); for small runs and tests."""
         new_label = {old: new for new, old in enumerate(classes)}
         keep = [i for i, label in enumerate(self.labels) if label in new_label]
-        return SplitList([self.image_paths[i] for i in keep], [new_label[self.labels[i]] for i in keep],
-                         [self.label_names[c] for c in classes], self.source)
+        return dataclasses.replace(self, image_paths=[self.image_paths[i] for i in keep],
+                                   labels=[new_label[self.labels[i]] for i in keep],
+                                   label_names=[self.label_names[c] for c in classes])
 
 
 def read_split_json(json_path):

@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 
 from data.datamgr import SetDataManager, SimpleDataManager
-from data.dataset import EpisodicBatchSampler, SetDataset, load_image
+from data.dataset import EpisodicBatchSampler, SetDataset
+from data.images import load_image
 from data.filelist import read_split
 from data.transforms import MEAN, STD, eval_resize, eval_transform, train_transform
 from utils import FRNError
