@@ -8,6 +8,11 @@ import json
 import os
 import sys
 import tempfile
+import warnings
+
+# `import paddle` warns about a missing C++ compiler cache, which only matters for building
+# custom operators; import this module before paddle to keep every command's stderr clean.
+warnings.filterwarnings('ignore', message='No ccache found', category=UserWarning)
 
 
 class FRNError(Exception):
@@ -29,7 +34,7 @@ def cli_main(main):
     return wrapper
 
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
     """Write through a temp file in the same folder, then rename: readers never see half a file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -40,6 +45,9 @@ def _atomic_write(path, write):
         write(tmp)
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -50,14 +58,14 @@ def _atomic_write(path, write):
 def atomic_save(obj, path):
     """`paddle.save` made atomic."""
     import paddle
-    _atomic_write(path, lambda tmp: paddle.save(obj, tmp))
+    atomic_write(path, lambda tmp: paddle.save(obj, tmp))
 
 
 def atomic_write_text(text, path):
     def write(tmp):
         with open(tmp, 'w', encoding='utf-8') as f:
             f.write(text)
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def atomic_write_json(obj, path):
@@ -123,3 +131,44 @@ def load_model(model, path, required_prefix='feature_extractor.'):
                        f'Check --model (ResNet12 or Conv4) and --image_size against the run that wrote it.')
     model.set_state_dict({k: v for k, v in state.items() if k in own})
     return dropped, missing
+
+
+def select_device(gpu):
+    """'gpu' when asked for and this PaddlePaddle build can use CUDA, else 'cpu' (with one warning)."""
+    import paddle
+    if gpu:
+        if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+            return paddle.device.set_device('gpu')
+        print('warning: --gpu was given, but this PaddlePaddle build has no CUDA device; running on the CPU. '
+              'Install paddlepaddle-gpu (see README) to use a GPU.', file=sys.stderr)
+    return paddle.device.set_device('cpu')
+
+
+def mean_confidence_interval(accuracies):
+    """Mean and 95% confidence half-width, 1.96 * std / sqrt(n) with the population std (the usual protocol)."""
+    import numpy as np
+    acc = np.asarray(accuracies, dtype=np.float64)
+    return float(acc.mean()), float(1.96 * acc.std() / np.sqrt(len(acc)))
+
+
+class Logger:
+    """Print to the console and append the same line to a log file (flushed at once, so a crash keeps it)."""
+
+    def __init__(self, path=None):
+        self.path = path
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def __call__(self, message=''):
+        from tqdm import tqdm
+        tqdm.write(str(message))  # keeps an open progress bar intact
+        sys.stdout.flush()
+        if self.path:
+            with open(self.path, 'a', encoding='utf-8') as f:
+                f.write(f'{message}\n')
+
+
+def progress(iterable, desc=None, total=None):
+    """A tqdm bar on a terminal; nothing when output goes to a file, so logs stay clean."""
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, disable=not sys.stdout.isatty())

@@ -54,12 +54,12 @@ def check_num_workers(num_workers):
 class SimpleDataManager:
     """Shuffled (image, label) batches for pretraining."""
 
-    def __init__(self, image_size, batch_size, num_workers=0, seed=0):
-        self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
+    def __init__(self, image_size, batch_size, num_workers=0, seed=0, dataset='mini_imagenet'):
+        self.image_size, self.batch_size, self.seed, self.dataset = image_size, batch_size, seed, dataset
         self.num_workers = check_num_workers(num_workers)
 
     def get_data_loader(self, split, aug, shuffle=True, drop_last=True):
-        dataset = SimpleDataset(split, get_transform(self.image_size, aug))
+        dataset = SimpleDataset(split, get_transform(self.image_size, aug, self.dataset))
         sampler = ShuffleBatchSampler(len(dataset), self.batch_size, shuffle=shuffle, drop_last=drop_last,
                                       seed=self.seed)
         return EpochLoader(dataset, sampler, self.num_workers)
@@ -68,13 +68,14 @@ class SimpleDataManager:
 class SetDataManager:
     """Few-shot episodes: [n_way, n_support + n_query, 3, H, W] image batches."""
 
-    def __init__(self, image_size, n_way, n_support, n_query, n_episode, num_workers=0, seed=0):
+    def __init__(self, image_size, n_way, n_support, n_query, n_episode, num_workers=0, seed=0,
+                 dataset='mini_imagenet'):
         self.image_size, self.n_way, self.n_support, self.n_query = image_size, n_way, n_support, n_query
-        self.n_episode, self.seed = n_episode, seed
+        self.n_episode, self.seed, self.dataset = n_episode, seed, dataset
         self.num_workers = check_num_workers(num_workers)
 
     def get_data_loader(self, split, aug):
-        dataset = SetDataset(split, get_transform(self.image_size, aug))
+        dataset = SetDataset(split, get_transform(self.image_size, aug, self.dataset))
         sampler = EpisodicBatchSampler(split.n_classes, self.n_way, self.n_episode, self.n_support + self.n_query,
                                        dataset.class_sizes, seed=self.seed)
         return EpochLoader(dataset, sampler, self.num_workers)

@@ -302,7 +302,7 @@ def download(url, path, problem, timeout=60):
         if found:
             raise FRNError(f'{url}: {found}; the download was corrupted or upstream changed: '
                            f'try again, or {offline_help(os.path.dirname(path))}')
-    utils._atomic_write(path, write)
+    utils.atomic_write(path, write)
 
 
 def fetch_omniglot(dst, timeout=60, log=print):

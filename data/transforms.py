@@ -36,5 +36,9 @@ def eval_transform(image_size=84):
     return T.Compose([T.Resize(eval_resize(image_size)), T.CenterCrop(image_size)] + _finish())
 
 
-def get_transform(image_size, aug):
+def get_transform(image_size, aug, dataset='mini_imagenet'):
+    """The transform for a dataset: Omniglot has its own, natural-image datasets use FRN's."""
+    if dataset == 'omniglot':
+        from data.omniglot import omniglot_transform
+        return omniglot_transform(image_size, aug)
     return train_transform(image_size) if aug else eval_transform(image_size)
