@@ -1,0 +1,118 @@
+"""Feature Map Reconstruction Networks (Wertheimer, Tang & Hariharan, CVPR 2021).
+
+A query image's feature map (resolution r positions of d channels) is reconstructed,
+position by position, from each class's pooled support feature maps by ridge
+regression; the class whose reconstruction is closest wins (Section 3). Method and
+parameter names mirror the official PyTorch code so its checkpoints load by name.
+"""
+import math
+
+import paddle
+import paddle.nn.functional as F
+
+from methods.ridge import SOLVERS, recon_dist
+from network import build_backbone
+
+
+class FRN(paddle.nn.Layer):
+    """FRN(way, shots=[shot, query_shot], backbone='ResNet12'|'Conv4', is_pretraining, num_cat).
+
+    Keyword-only extras: `image_size` (square input side, sets `resolution` and the
+    shape of `cat_mat`) and `solver` ('cholesky', the default, or 'inverse', the
+    official d x d inverse kept for comparison).
+    """
+
+    def __init__(self, way=None, shots=None, backbone='ResNet12', is_pretraining=False, num_cat=None,
+                 *, image_size=84, solver='cholesky'):
+        super().__init__()
+        if solver not in SOLVERS:
+            raise ValueError(f'unknown solver {solver!r}; choose one of {SOLVERS}')
+        if is_pretraining and not num_cat:
+            raise ValueError('pretraining needs num_cat, the number of training classes')
+        self.feature_extractor = build_backbone(backbone)
+        self.backbone = backbone
+        self.way = way
+        self.shots = shots
+        self.solver = solver
+        self.is_pretraining = is_pretraining
+        # d: channels of the feature map
+        self.d = self.feature_extractor.out_channels
+        # resolution r = H*W of the feature map (25 for 84x84 inputs); get_neg_l2_dist
+        # reads the actual size of each batch, this one sizes cat_mat
+        self.resolution = self.feature_extractor.output_size(image_size) ** 2
+        # temperature gamma of the softmax
+        self.scale = self.create_parameter([1], default_initializer=paddle.nn.initializer.Constant(1.0))
+        # [alpha, beta]: lambda = (kr/d) e^alpha + 1e-6 and rho = e^beta; fixed at 0 while pretraining
+        self.r = self.create_parameter([2], default_initializer=paddle.nn.initializer.Constant(0.0))
+        self.r.stop_gradient = is_pretraining
+        if is_pretraining:
+            self.num_cat = num_cat
+            # one learned "support" feature map per training class: matrix M of Section 3.6
+            self.cat_mat = self.create_parameter([num_cat, self.resolution, self.d],
+                                                 default_initializer=paddle.nn.initializer.Normal(0.0, 1.0))
+
+    def get_feature_map(self, x):
+        """[N, 3, H, W] images -> [N, resolution, d] features, positions in row-major order."""
+        feature_map = self.feature_extractor(x)  # N, d, h, w
+        if self.backbone == 'ResNet12':
+            feature_map = feature_map / math.sqrt(640)
+        n, d, h, w = feature_map.shape
+        return paddle.transpose(paddle.reshape(feature_map, [n, d, h * w]), [0, 2, 1])  # N, h*w, d
+
+    def get_recon_dist(self, query, support, alpha, beta, solver=None, form=None):
+        """query [M, d], support [way, kr, d] -> squared reconstruction distances [M, way].
+
+        Equation 8 (kr x kr) and Equation 10 (d x d) give the same distances; see
+        methods/ridge.py. `solver`/`form` override the model's choice.
+        """
+        return recon_dist(query, support, alpha, beta, solver=solver or self.solver, form=form)
+
+    def get_neg_l2_dist(self, x, way, shot, query_shot, return_support=False):
+        """Episode images (supports grouped by class, then queries the same way) -> [way*query_shot, way]."""
+        if x.shape[0] != way * (shot + query_shot):
+            raise ValueError(f'an episode of {way}-way {shot}-shot {query_shot}-query needs '
+                             f'{way * (shot + query_shot)} images, got {x.shape[0]}')
+        feature_map = self.get_feature_map(x)
+        resolution, d = feature_map.shape[1], feature_map.shape[2]
+        support = paddle.reshape(feature_map[:way * shot], [way, shot * resolution, d])
+        query = paddle.reshape(feature_map[way * shot:], [way * query_shot * resolution, d])
+        recon = self.get_recon_dist(query, support, self.r[0], self.r[1])  # way*query_shot*resolution, way
+        neg_l2_dist = -paddle.mean(paddle.reshape(recon, [way * query_shot, resolution, way]), axis=1)
+        if return_support:
+            return neg_l2_dist, support
+        return neg_l2_dist
+
+    def meta_test(self, x, way, shot, query_shot):
+        """Predicted class index of every query."""
+        return paddle.argmax(self.get_neg_l2_dist(x, way, shot, query_shot), axis=1)
+
+    def forward_pretrain(self, x):
+        """Batch of images -> log-probabilities over the num_cat pretraining classes."""
+        if not self.is_pretraining:
+            raise ValueError('forward_pretrain needs a model built with is_pretraining=True')
+        feature_map = self.get_feature_map(x)
+        batch_size, resolution, d = feature_map.shape
+        query = paddle.reshape(feature_map, [batch_size * resolution, d])
+        recon = self.get_recon_dist(query, self.cat_mat, self.r[0], self.r[1])  # batch*resolution, num_cat
+        neg_l2_dist = -paddle.mean(paddle.reshape(recon, [batch_size, resolution, self.num_cat]), axis=1)
+        return F.log_softmax(neg_l2_dist * self.scale, axis=1)
+
+    def forward(self, x):
+        """Meta-training episode -> (log-probabilities [way*query_shot, way], support [way, shot*r, d])."""
+        neg_l2_dist, support = self.get_neg_l2_dist(x, self.way, self.shots[0], self.shots[1],
+                                                    return_support=True)
+        return F.log_softmax(neg_l2_dist * self.scale, axis=1), support
+
+
+def auxrank(support):
+    """Auxiliary loss that pushes the classes' supports apart (Section 3.5).
+
+    The support [way, kr, d] is divided by its single Frobenius norm; the loss is
+    0.03 * sum over class pairs i > j of ||S_i S_j^T||_F^2.
+    """
+    way, kr, d = support.shape
+    support = support / paddle.sqrt(paddle.sum(paddle.square(support)))
+    flat = paddle.reshape(support, [way * kr, d])
+    gram = paddle.matmul(flat, flat, transpose_y=True)  # way*kr, way*kr
+    block_frob = paddle.sum(paddle.reshape(paddle.square(gram), [way, kr, way, kr]), axis=[1, 3])  # way, way
+    return 0.03 * paddle.sum(paddle.tril(block_frob, diagonal=-1))

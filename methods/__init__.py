@@ -1,0 +1,1 @@
+"""Few-shot methods built on the backbones in network/."""

@@ -1,0 +1,111 @@
+"""Ridge reconstruction of query features from class supports: the FRN head (paper Section 3.2).
+
+For a class with support features S (kr x d) and a query feature row q (1 x d),
+
+    q_bar = rho * q S^T (S S^T + lam I)^-1 S          (Equation 8, kr x kr form)
+          = rho * q (S^T S + lam I)^-1 S^T S          (Equation 10, d x d form)
+
+with lam = (kr / d) e^alpha + 1e-6 and rho = e^beta; the distance is ||q_bar - q||^2.
+
+The official code always inverts the d x d matrix (640 x 640 per class for ResNet-12)
+and forms a way x M x d tensor for the distances. `solver='cholesky'` (the default)
+factors the smaller of the two matrices instead and never forms an inverse; in the
+kr x kr form it also never forms anything of size way x M x d. `solver='inverse'`
+keeps the official computation for comparison.
+"""
+import paddle
+
+SOLVERS = ('cholesky', 'inverse')
+FORMS = ('kr', 'd')
+
+
+def ridge_lambda(kr, d, alpha):
+    """lam = (kr / d) e^alpha + 1e-6, the regulariser of Equations 8 and 10, at float32 precision.
+
+    The official code scales a float32 identity by lam, so lam enters the matrix rounded
+    to float32 even in a float64 model. We round the same way (a no-op in float32) so
+    float64 runs reproduce it exactly; the gradient is that of the unrounded lam.
+    """
+    lam = (kr / d) * paddle.exp(alpha) + 1e-6
+    if lam.dtype == paddle.float64:
+        lam = lam + (paddle.cast(paddle.cast(lam, 'float32'), lam.dtype) - lam).detach()
+    return lam
+
+
+def recon_dist(query, support, alpha, beta, solver='cholesky', form=None):
+    """Squared reconstruction distance of every query row under every class.
+
+    query: [M, d]; support: [way, kr, d]; alpha, beta: scalar tensors.
+    solver: 'cholesky' (default) or 'inverse' (the official explicit inverse).
+    form: 'kr' or 'd'; None picks the smaller matrix for 'cholesky' and the official
+    d x d form for 'inverse'. Returns [M, way] in the dtype of `query`.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f'unknown ridge solver {solver!r}; choose one of {SOLVERS}')
+    way, kr, d = support.shape
+    if form is None:
+        form = ('kr' if kr < d else 'd') if solver == 'cholesky' else 'd'
+    if form not in FORMS:
+        raise ValueError(f'unknown ridge form {form!r}; choose one of {FORMS}')
+    lam = ridge_lambda(kr, d, alpha)
+    rho = paddle.exp(beta)
+    if solver == 'inverse':
+        return _inverse_dist(query, support, lam, rho, form)
+    # float64 throughout: the kr x kr form subtracts ||q||^2 - (projection), which
+    # cancels when the reconstruction is good; float64 keeps a float32 model's
+    # distances exact to float32 rounding at little cost, as the matrices are small.
+    dtype = query.dtype
+    query, support, lam, rho = (paddle.cast(t, 'float64') for t in (query, support, lam, rho))
+    dist = (_cholesky_kr_dist if form == 'kr' else _cholesky_d_dist)(query, support, lam, rho)
+    return paddle.cast(dist, dtype)
+
+
+def _inverse_dist(query, support, lam, rho, form):
+    """The official computation: explicit inverse, then ||rho q hat - q||^2 formed in d dimensions."""
+    st = paddle.transpose(support, [0, 2, 1])  # way, d, kr
+    if form == 'd':
+        sts = paddle.matmul(st, support)  # way, d, d
+        eye = paddle.eye(sts.shape[-1], dtype=sts.dtype)
+        hat = paddle.matmul(paddle.linalg.inv(sts + lam * eye), sts)  # way, d, d
+    else:
+        sst = paddle.matmul(support, st)  # way, kr, kr
+        eye = paddle.eye(sst.shape[-1], dtype=sst.dtype)
+        hat = paddle.matmul(paddle.matmul(st, paddle.linalg.inv(sst + lam * eye)), support)  # way, d, d
+    q_bar = paddle.matmul(query, hat) * rho  # way, M, d
+    dist = paddle.sum(paddle.square(q_bar - query), axis=2)  # way, M
+    return paddle.transpose(dist, [1, 0])  # M, way
+
+
+def _cholesky_kr_dist(query, support, lam, rho):
+    """kr x kr form, expanded so that nothing of size way x M x d is formed.
+
+    With A = S S^T + lam I = L L^T, c = q S^T, t = c A^-1 c^T and w = c A^-1:
+    ||rho w S - q||^2 = ||q||^2 - (2 rho - rho^2) t - rho^2 lam ||w||^2,
+    because w S S^T w^T = w A w^T - lam ||w||^2 = t - lam ||w||^2.
+    """
+    way, kr, d = support.shape
+    gram = paddle.matmul(support, support, transpose_y=True)  # way, kr, kr
+    chol = paddle.linalg.cholesky(gram + lam * paddle.eye(kr, dtype=gram.dtype))  # way, kr, kr; lower
+    ct = paddle.matmul(paddle.reshape(support, [way * kr, d]), query, transpose_y=True)  # way*kr, M
+    ct = paddle.reshape(ct, [way, kr, -1])  # way, kr, M: c^T of every query under every class
+    z = paddle.linalg.triangular_solve(chol, ct, upper=False)  # L^-1 c^T
+    w = paddle.linalg.triangular_solve(chol, z, upper=False, transpose=True)  # A^-1 c^T
+    t = paddle.sum(paddle.square(z), axis=1)  # way, M
+    w2 = paddle.sum(paddle.square(w), axis=1)  # way, M
+    q2 = paddle.sum(paddle.square(query), axis=1)  # M
+    dist = q2 - (2 * rho - paddle.square(rho)) * t - paddle.square(rho) * lam * w2  # way, M
+    return paddle.transpose(dist, [1, 0])  # M, way
+
+
+def _cholesky_d_dist(query, support, lam, rho):
+    """d x d form, as an explicit residual: with B = S^T S + lam I = L L^T, hat = I - lam B^-1,
+    so rho q hat - q = (rho - 1) q - rho lam q B^-1."""
+    way, kr, d = support.shape
+    gram = paddle.matmul(support, support, transpose_x=True)  # way, d, d
+    chol = paddle.linalg.cholesky(gram + lam * paddle.eye(d, dtype=gram.dtype))  # way, d, d; lower
+    qt = paddle.expand(paddle.unsqueeze(paddle.transpose(query, [1, 0]), 0), [way, d, query.shape[0]])
+    z = paddle.linalg.triangular_solve(chol, qt, upper=False)
+    qb = paddle.linalg.triangular_solve(chol, z, upper=False, transpose=True)  # way, d, M: B^-1 q^T
+    resid = (rho - 1) * qt - rho * lam * qb  # way, d, M
+    dist = paddle.sum(paddle.square(resid), axis=1)  # way, M
+    return paddle.transpose(dist, [1, 0])  # M, way

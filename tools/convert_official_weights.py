@@ -1,0 +1,34 @@
+"""Convert an official FRN PyTorch checkpoint (.pth) to a Paddle .pdparams file, without PyTorch.
+
+    python tools/convert_official_weights.py --src model_ResNet-12.pth --dst resnet12.pdparams
+
+Handles fine-tuned checkpoints (scale, r, feature_extractor.*) and pretraining ones
+(plus cat_mat), for ResNet-12 and Conv-4. The backbone is read from the keys unless
+--backbone forces it. Load the result with utils.load_model(model, path).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import utils  # noqa: E402  (after the sys.path line, so the script runs from anywhere)
+
+
+@utils.cli_main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--src', required=True, help='official checkpoint written by torch.save (.pth)')
+    parser.add_argument('--dst', required=True, help='output .pdparams file')
+    parser.add_argument('--backbone', choices=['ResNet12', 'Conv4'], default=None,
+                        help='force the backbone instead of inferring it from the keys')
+    args = parser.parse_args(argv)
+    from methods.official_weights import convert_checkpoint
+    info = convert_checkpoint(args.src, args.dst, backbone=args.backbone)
+    kind = f'pretraining (cat_mat, {info["num_cat"]} classes)' if info['pretraining'] else 'fine-tuned'
+    print(f'converted {args.src} -> {args.dst}: {info["backbone"]}, {kind}, {info["num_tensors"]} tensors; '
+          f'dropped {len(info["dropped"])} num_batches_tracked counter(s)')
+
+
+if __name__ == '__main__':
+    main()
