@@ -135,13 +135,10 @@ def detect_layout(data_path):
                    f'one folder per split (train/, val/, test/), each with one subfolder per class')
 
 
-def read_split(data_path, split, layout=None, dataset=None):
+def read_split(data_path, split, layout=None):
     """The SplitList of `split` ('train', 'val' or 'test') of the dataset at `data_path`."""
     if split not in SPLIT_NAMES:
         raise ValueError(f'split must be one of {SPLIT_NAMES}, not {split!r}')
-    if dataset == 'omniglot':
-        from data.omniglot import read_omniglot
-        return read_omniglot(data_path, split)
     layout = layout or detect_layout(data_path)
     reader = {'mini': read_mini_imagenet, 'folders': read_class_folders}[layout]
     return reader(data_path, split)

@@ -1,0 +1,138 @@
+"""What pretrain.py, meta_train.py and test.py share: flags, their checks, and start-up.
+
+Each script builds its parser from these groups, so a flag has one name, one default
+and one help text everywhere. Values are checked before any work starts.
+"""
+import argparse
+import datetime
+import os
+import sys
+
+from utils import FRNError, Logger, default_threads, select_device, set_threads
+
+DATASETS = ('mini_imagenet', 'tiered_imagenet', 'cub', 'aircraft', 'omniglot', 'custom')
+MODELS = ('ResNet12', 'Conv4')
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error that points at --help."""
+
+    def error(self, message):
+        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
+
+
+def new_parser(description):
+    return Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def add_common(parser):
+    g = parser.add_argument_group('data and model')
+    g.add_argument('--dataset', default='mini_imagenet', choices=DATASETS,
+                   help='dataset name; it names the checkpoint folder. mini-ImageNet-format folders (images/ plus '
+                        'CSVs or JSON file lists) and class-per-folder folders (train/, val/, test/) are detected '
+                        'from --data_path')
+    g.add_argument('--data_path', required=True, help='dataset folder')
+    g.add_argument('--omniglot_split', default='vinyals', choices=('vinyals', 'background'),
+                   help="with --dataset omniglot: Vinyals' character split with rotations, or the "
+                        "background/evaluation alphabet split")
+    g.add_argument('--model', default='ResNet12', choices=MODELS, help='backbone')
+    g.add_argument('--image_size', type=int, default=84, help='input side in pixels')
+    g.add_argument('--n_shot', type=int, default=1, help='support images per class in an episode')
+    g.add_argument('--n_query', type=int, default=15, help='query images per class in an episode')
+    g = parser.add_argument_group('run')
+    g.add_argument('--seed', type=int, default=0, help='seed for the model, the episodes and the augmentation')
+    g.add_argument('--num_workers', type=int, default=0,
+                   help='DataLoader worker processes (0 loads in the main process)')
+    g.add_argument('--gpu', action='store_true',
+                   help='use the GPU when this PaddlePaddle build has CUDA; otherwise warn and use the CPU')
+    g.add_argument('--threads', type=int, default=default_threads(), help='CPU math threads')
+    return parser
+
+
+def add_training(parser, lr, epoch, milestones):
+    g = parser.add_argument_group('optimisation (Momentum 0.9, Nesterov, MultiStepDecay stepped per epoch)')
+    g.add_argument('--lr', type=float, default=lr, help='initial learning rate')
+    g.add_argument('--wd', type=float, default=5e-4, help='weight decay')
+    g.add_argument('--gamma', type=float, default=0.1, help='learning-rate decay factor at each milestone')
+    g.add_argument('--milestones', type=int, nargs='+', default=milestones, help='epochs where the rate decays')
+    g.add_argument('--epoch', type=int, default=epoch, help='number of epochs')
+    g = parser.add_argument_group('validation and checkpoints')
+    g.add_argument('--val', default='meta', choices=('meta', 'last'),
+                   help="'meta': validate on val-split episodes and keep the best model; "
+                        "'last': no validation, best_model.pdparams is the last epoch's model")
+    g.add_argument('--val_n_way', type=int, default=5, help='classes per validation episode')
+    g.add_argument('--val_n_episode', type=int, default=600, help='validation episodes per epoch')
+    g.add_argument('--save_freq', type=int, default=50, help='also keep <epoch>.pdparams every this many epochs')
+    g.add_argument('--resume', default=None,
+                   help="continue a run: a <epoch>.pdparams or last_model.pdparams of its folder (the .pdopt "
+                        "beside it holds the optimizer, schedule, epoch, best accuracy and RNG state), "
+                        "or 'auto' for the newest in this run's folder")
+    g.add_argument('--checkpoint_dir', default='./checkpoints', help='root of the run folders')
+    g.add_argument('--print_freq', type=int, default=50, help='log the loss every this many batches')
+    return parser
+
+
+def check_common(args):
+    """Clear errors for values argparse cannot judge."""
+    for name in ('image_size', 'n_shot', 'n_query', 'threads'):
+        if getattr(args, name) < 1:
+            raise FRNError(f'--{name} must be at least 1, not {getattr(args, name)}')
+    if args.num_workers < 0:
+        raise FRNError(f'--num_workers must be 0 or more, not {args.num_workers}')
+    if not os.path.isdir(args.data_path):
+        raise FRNError(f'--data_path {args.data_path!r} does not exist; point it at the dataset folder')
+
+
+def check_training(args):
+    check_common(args)
+    for name in ('lr', 'epoch', 'val_n_way', 'val_n_episode', 'save_freq', 'print_freq'):
+        if getattr(args, name) <= 0:
+            raise FRNError(f'--{name} must be positive, not {getattr(args, name)}')
+    if not 0 < args.gamma <= 1:
+        raise FRNError(f'--gamma must be in (0, 1], not {args.gamma}')
+    if args.wd < 0:
+        raise FRNError(f'--wd must be 0 or more, not {args.wd}')
+    if sorted(set(args.milestones)) != args.milestones or args.milestones[0] < 1:
+        raise FRNError(f'--milestones must be increasing positive epochs, not {" ".join(map(str, args.milestones))}')
+    if args.resume not in (None, 'auto') and not os.path.isfile(args.resume):
+        raise FRNError(f'--resume {args.resume!r} does not exist; give a <epoch>.pdparams or last_model.pdparams '
+                       f'from the run folder, or --resume auto')
+
+
+def command_line():
+    return ' '.join([os.path.basename(sys.executable)] + sys.argv)
+
+
+def start(args, log_path):
+    """Threads, device and seed; the log opens with the command, every argument, Paddle and the device."""
+    import paddle
+    threads = set_threads(args.threads)
+    select_device(args.gpu)
+    paddle.seed(args.seed)
+    log = Logger(log_path)
+    log(f'==== {datetime.datetime.now().isoformat(timespec="seconds")} {command_line()}')
+    log('args: ' + ', '.join(f'{k}={v}' for k, v in sorted(vars(args).items())))
+    log(f'paddle {paddle.__version__} | device {paddle.device.get_device()} | threads {threads}')
+    return log
+
+
+def read_splits(args, *splits):
+    if args.dataset == 'omniglot':
+        from data.omniglot import read_omniglot
+        return [read_omniglot(args.data_path, split, scheme=args.omniglot_split) for split in splits]
+    from data.filelist import read_split
+    return [read_split(args.data_path, split) for split in splits]
+
+
+def episode_loader(args, split, n_way, n_episode, aug=False):
+    """Episodes of `n_way`-way args.n_shot-shot args.n_query-query from `split`."""
+    from data.datamgr import SetDataManager
+    return SetDataManager(args.image_size, n_way, args.n_shot, args.n_query, n_episode, num_workers=args.num_workers,
+                          seed=args.seed, dataset=args.dataset).get_data_loader(split, aug=aug)
+
+
+def run_dir(args, kind):
+    """./checkpoints/<dataset>/<model>_<method>_pretrain or ..._<way>way_<shot>shot_metatrain."""
+    name = (f'{args.model}_{args.method}_pretrain' if kind == 'pretrain' else
+            f'{args.model}_{args.method}_{args.train_n_way}way_{args.n_shot}shot_metatrain')
+    return os.path.join(args.checkpoint_dir, args.dataset, name)

@@ -1,0 +1,82 @@
+"""FRN episodic fine-tuning (--method meta_frn) from a pretrained model.
+
+    python meta_train.py --dataset mini_imagenet --data_path DATA --method meta_frn --lr 1e-3 --gamma 1e-1 \
+        --epoch 150 --train_n_episode 1000 --val_n_episode 600 --milestones 70 120 --image_size 84 \
+        --model ResNet12 --train_n_way 20 --val_n_way 5 --n_shot 5 --n_query 15 --gpu \
+        --pretrain_path ./checkpoints/mini_imagenet/ResNet12_stl_frn_pretrain/best_model.pdparams
+
+Each epoch has --train_n_episode episodes of --train_n_way-way --n_shot-shot --n_query-query.
+The loss is the NLL of the queries plus the auxiliary loss `auxrank` that pushes the
+classes' supports apart; r = [alpha, beta] is trained. Writes
+./checkpoints/<dataset>/<model>_meta_frn_<way>way_<shot>shot_metatrain/.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning)
+import paddle.nn.functional as F  # noqa: E402
+
+import cli  # noqa: E402
+from methods.episodes import accuracy, episode_images, query_targets  # noqa: E402
+from methods.FRN import FRN, auxrank  # noqa: E402
+from methods.trainer import train  # noqa: E402
+from utils import FRNError, cli_main, load_model  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = cli.new_parser(__doc__.split('\n\n')[0])
+    cli.add_common(parser)
+    cli.add_training(parser, lr=1e-3, epoch=150, milestones=[70, 120])
+    g = parser.add_argument_group('meta-training')
+    g.add_argument('--method', default='meta_frn', choices=['meta_frn'], help='training method')
+    g.add_argument('--train_n_way', type=int, default=20, help='classes per training episode')
+    g.add_argument('--train_n_episode', type=int, default=1000, help='training episodes per epoch')
+    g.add_argument('--pretrain_path', default=None,
+                   help='pretrained weights to start from (best_model.pdparams of pretrain.py, or a converted '
+                        'official checkpoint); without it, training starts from a random initialisation')
+    args = parser.parse_args(argv)
+    cli.check_training(args)
+    if args.train_n_way < 2 or args.train_n_episode < 1:
+        raise FRNError('--train_n_way must be at least 2 and --train_n_episode at least 1')
+    if args.pretrain_path and not os.path.isfile(args.pretrain_path):
+        raise FRNError(f'--pretrain_path {args.pretrain_path!r} does not exist; pretrain first (pretrain.py writes '
+                       f'./checkpoints/<dataset>/<model>_stl_frn_pretrain/best_model.pdparams)')
+    return args
+
+
+def make_episode_step(way, shot, query):
+    target = query_targets(way, query)
+
+    def episode_step(model, batch):
+        x, _ = batch
+        log_prediction, support = model(episode_images(x, shot))
+        return F.nll_loss(log_prediction, target) + auxrank(support), accuracy(log_prediction, target)
+    return episode_step
+
+
+@cli_main
+def main(argv=None):
+    args = parse_args(argv)
+    run_dir = cli.run_dir(args, 'metatrain')
+    train_split, val_split = cli.read_splits(args, 'train', 'val')
+    log = cli.start(args, os.path.join(run_dir, 'output.log'))
+    train_loader = cli.episode_loader(args, train_split, args.train_n_way, args.train_n_episode, aug=True)
+    val_loader = cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode) if args.val == 'meta' else None
+    model = FRN(way=args.train_n_way, shots=[args.n_shot, args.n_query], backbone=args.model,
+                image_size=args.image_size)
+    if args.pretrain_path:
+        dropped, missing = load_model(model, args.pretrain_path)
+        log(f'loaded {args.pretrain_path}' + (f'; dropped {", ".join(dropped)}' if dropped else '') +
+            (f'; kept the initial {", ".join(missing)}' if missing else ''))
+    else:
+        log('warning: no --pretrain_path; meta-training starts from a random initialisation')
+    log(f'train: {train_split.n_classes} classes, {args.train_n_episode} episodes per epoch | '
+        f'val: {val_split.n_classes} classes | run folder {run_dir}')
+    train(args, model, train_loader, make_episode_step(args.train_n_way, args.n_shot, args.n_query), val_loader,
+          (args.val_n_way, args.n_shot, args.n_query), run_dir, log)
+
+
+if __name__ == '__main__':
+    main()

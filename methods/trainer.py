@@ -1,0 +1,155 @@
+"""The training loop shared by pretrain.py and meta_train.py, with checkpoints and resume.
+
+The scripts plug in what differs: the batch loader and `train_step(model, batch) ->
+(loss, accuracy)`. Everything else is here: Momentum with Nesterov and a
+MultiStepDecay schedule stepped per epoch, validation on episodes, the seed's log
+lines, and checkpoints written atomically.
+
+Run folder files:
+  best_model.pdparams      model weights of the best validation epoch (or the last, with --val last)
+  last_model.pdparams      model weights after the newest epoch
+  <epoch>.pdparams         model weights kept every --save_freq epochs
+  *.pdopt                  beside each of the last two: everything a resume needs (model, optimizer,
+                           schedule, epoch, best accuracy, RNG states), in one atomic file
+  output.log               the log
+"""
+import os
+import random
+import time
+
+import numpy as np
+import paddle
+
+from methods.episodes import evaluate
+from utils import FRNError, atomic_save, mean_confidence_interval, progress
+
+
+def build_optimizer(args, model):
+    scheduler = paddle.optimizer.lr.MultiStepDecay(learning_rate=args.lr, milestones=args.milestones,
+                                                   gamma=args.gamma)
+    optimizer = paddle.optimizer.Momentum(learning_rate=scheduler, momentum=0.9, use_nesterov=True,
+                                          weight_decay=args.wd, parameters=model.parameters())
+    return optimizer, scheduler
+
+
+def _accumulator_names(model):
+    """Map paddle's generated parameter names (which depend on creation order) to structured names."""
+    return {p.name: k for k, p in model.named_parameters()}
+
+
+def optimizer_state(optimizer, model):
+    """The optimizer's accumulators keyed by structured parameter names, so they load in any process."""
+    names = _accumulator_names(model)
+    state = {}
+    for key, value in optimizer.state_dict().items():
+        owner = max((n for n in names if key.startswith(n + '_')), key=len, default=None)
+        state[key if owner is None else names[owner] + key[len(owner):]] = value
+    return state
+
+
+def load_optimizer_state(optimizer, model, state):
+    inverse = {k: n for n, k in _accumulator_names(model).items()}
+    renamed = {}
+    for key, value in state.items():
+        owner = max((k for k in inverse if key.startswith(k + '_')), key=len, default=None)
+        renamed[key if owner is None else inverse[owner] + key[len(owner):]] = value
+    optimizer.set_state_dict(renamed)
+
+
+def save_checkpoint(path, model, optimizer, scheduler, epoch, best_acc, best_epoch, args):
+    """`<name>.pdparams` (weights, for users) and `<name>.pdopt` (the complete resume state)."""
+    atomic_save({'model': model.state_dict(), 'optimizer': optimizer_state(optimizer, model),
+                 'scheduler': scheduler.state_dict(), 'epoch': epoch, 'best_acc': best_acc,
+                 'best_epoch': best_epoch, 'args': vars(args),
+                 'rng': {'paddle': paddle.get_rng_state(), 'numpy': np.random.get_state(),
+                         'python': random.getstate()}},
+                os.path.splitext(path)[0] + '.pdopt')
+    atomic_save(model.state_dict(), path)
+
+
+def resume_path(resume, run_dir):
+    """The .pdopt to resume from, or None for a fresh start."""
+    if resume is None:
+        return None
+    if resume == 'auto':
+        path = os.path.join(run_dir, 'last_model.pdopt')
+        return path if os.path.isfile(path) else None
+    path = os.path.splitext(resume)[0] + '.pdopt'
+    if not os.path.isfile(path):
+        raise FRNError(f'--resume {resume!r} has no {os.path.basename(path)} beside it, so the optimizer and '
+                       f'schedule cannot be restored; resume from last_model.pdparams or a <epoch>.pdparams '
+                       f'saved by this code')
+    return path
+
+
+def load_resume_state(path, model, optimizer, scheduler, args, log):
+    state = paddle.load(path)
+    model.set_state_dict(state['model'])
+    load_optimizer_state(optimizer, model, state['optimizer'])
+    scheduler.set_state_dict(state['scheduler'])
+    paddle.set_rng_state(state['rng']['paddle'])
+    np.random.set_state(state['rng']['numpy'])
+    random.setstate(state['rng']['python'])
+    changed = [k for k in ('lr', 'wd', 'gamma', 'milestones', 'batch_size', 'seed', 'n_shot', 'n_query',
+                           'train_n_way', 'train_n_episode', 'image_size', 'model')
+               if k in state['args'] and state['args'][k] != getattr(args, k, None)]
+    if changed:
+        log(f'warning: resuming with different {", ".join(changed)} than the saved run')
+    log(f'resumed from {path}: epoch {state["epoch"]} done, best acc {state["best_acc"]:.2f} '
+        f'at epoch {state["best_epoch"]}')
+    return state['epoch'] + 1, state['best_acc'], state['best_epoch']
+
+
+def train(args, model, train_loader, train_step, val_loader, val_episode, run_dir, log, on_end=None):
+    """Train for args.epoch epochs. val_episode = (way, shot, query) of the validation episodes."""
+    optimizer, scheduler = build_optimizer(args, model)
+    start_epoch, best_acc, best_epoch = 0, -1.0, -1
+    path = resume_path(args.resume, run_dir)
+    if path:
+        start_epoch, best_acc, best_epoch = load_resume_state(path, model, optimizer, scheduler, args, log)
+    elif args.resume == 'auto':
+        log(f'--resume auto: no last_model.pdopt in {run_dir}, starting from epoch 0')
+    ckpt = lambda name: os.path.join(run_dir, f'{name}.pdparams')  # noqa: E731
+
+    for epoch in range(start_epoch, args.epoch):
+        start = time.time()
+        train_loader.set_epoch(epoch)
+        model.train()
+        log(f'Epoch {epoch} | lr {optimizer.get_lr():.6g}')
+        losses, accs = [], []
+        for i, batch in enumerate(progress(train_loader, desc=f'epoch {epoch}')):
+            loss, acc = train_step(model, batch)
+            optimizer.clear_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            accs.append(acc)
+            if not np.isfinite(losses[-1]):
+                raise FRNError(f'the loss became {losses[-1]} at epoch {epoch}, batch {i}; '
+                               f'lower --lr (now {args.lr}) and start again')
+            if i % args.print_freq == 0:
+                log(f'Epoch {epoch} | Batch {i}/{len(train_loader)} | Loss {losses[-1]:.6f}')
+        scheduler.step()
+
+        if args.val == 'meta':
+            val_accs, val_loss = evaluate(model, val_loader, *val_episode)
+            val_acc, _ = mean_confidence_interval(val_accs)
+            if val_acc > best_acc:
+                best_acc, best_epoch = val_acc, epoch
+                log('best model! save...')
+                atomic_save(model.state_dict(), ckpt('best_model'))
+            log(f'val loss is {val_loss:.2f}, val acc is {val_acc:.2f}')
+            log(f'model best acc is {best_acc:.2f}, best acc epoch is {best_epoch}')
+        else:
+            best_epoch = epoch
+            atomic_save(model.state_dict(), ckpt('best_model'))
+        if epoch % args.save_freq == 0 or epoch == args.epoch - 1:
+            save_checkpoint(ckpt(epoch), model, optimizer, scheduler, epoch, best_acc, best_epoch, args)
+        save_checkpoint(ckpt('last_model'), model, optimizer, scheduler, epoch, best_acc, best_epoch, args)
+        log(f'This epoch use {(time.time() - start) / 60:.2f} minutes')
+        log(f'train loss is {np.mean(losses):.2f}, train acc is {np.mean(accs):.2f}')
+
+    if on_end:
+        on_end()
+    return best_acc, best_epoch
+

@@ -1,0 +1,86 @@
+"""Few-shot test: accuracy with a 95% confidence interval on episodes of the test split.
+
+    python test.py --dataset mini_imagenet --data_path DATA --model ResNet12 --method meta_frn --image_size 84 \
+        --gpu --n_shot 1 --test_task_nums 1 --test_n_episode 600 \
+        --model_path ./checkpoints/mini_imagenet/ResNet12_meta_frn_20way_5shot_metatrain/best_model.pdparams
+
+Runs --test_task_nums tasks of --test_n_episode episodes (--test_n_way-way, --n_shot-shot,
+--n_query queries per class, eval transform). Episodes are fixed by --seed, so two runs
+print the same numbers. Prints '<episodes> Test Acc = <mean>% +- <1.96 std / sqrt(episodes)>%'
+per task, then the mean and interval over all episodes, and writes results/<way>w<shot>s/<dataset>_<model>_<method>.json
+and .log.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning)
+import paddle  # noqa: E402
+
+import cli  # noqa: E402
+from methods.episodes import evaluate  # noqa: E402
+from methods.FRN import FRN  # noqa: E402
+from utils import FRNError, atomic_write_json, cli_main, load_model, mean_confidence_interval  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = cli.new_parser(__doc__.split('\n\n')[0])
+    cli.add_common(parser)
+    g = parser.add_argument_group('test')
+    g.add_argument('--method', default='meta_frn', choices=['meta_frn', 'stl_frn'],
+                   help='how the checkpoint was trained (names the result files)')
+    g.add_argument('--model_path', required=True,
+                   help='weights to test: a .pdparams written by this code or a converted official checkpoint')
+    g.add_argument('--test_n_way', type=int, default=5, help='classes per test episode')
+    g.add_argument('--test_task_nums', type=int, default=5, help='number of tasks (independent sets of episodes)')
+    g.add_argument('--test_n_episode', type=int, default=2000, help='episodes per task')
+    g.add_argument('--results_dir', default='./results', help='where the <way>w<shot>s/ result folders go')
+    args = parser.parse_args(argv)
+    cli.check_common(args)
+    for name in ('test_n_way', 'test_task_nums', 'test_n_episode'):
+        if getattr(args, name) < 1:
+            raise FRNError(f'--{name} must be at least 1, not {getattr(args, name)}')
+    if not os.path.isfile(args.model_path):
+        raise FRNError(f'--model_path {args.model_path!r} does not exist; give best_model.pdparams of a training '
+                       f'run, or convert an official checkpoint with tools/convert_official_weights.py')
+    return args
+
+
+@cli_main
+def main(argv=None):
+    args = parse_args(argv)
+    (test_split,) = cli.read_splits(args, 'test')
+    out_dir = os.path.join(args.results_dir, f'{args.test_n_way}w{args.n_shot}s')
+    stem = os.path.join(out_dir, f'{args.dataset}_{args.model}_{args.method}')
+    log = cli.start(args, stem + '.log')
+    model = FRN(backbone=args.model, image_size=args.image_size)
+    dropped, _ = load_model(model, args.model_path)
+    log(f'loaded {args.model_path}' + (f' (not needed for testing: {", ".join(dropped)})' if dropped else ''))
+    log(f'test: {test_split.n_classes} classes, {len(test_split)} images from {test_split.source}')
+    loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode)
+
+    start, tasks, all_accs = time.time(), [], []
+    for task in range(args.test_task_nums):
+        loader.set_epoch(task)  # task t has its own fixed episodes
+        accs, _ = evaluate(model, loader, args.test_n_way, args.n_shot, args.n_query, desc=f'task {task}')
+        acc, ci = mean_confidence_interval(accs)
+        tasks.append({'acc': acc, 'ci95': ci, 'episodes': len(accs)})
+        all_accs.extend(accs)
+        log(f'{len(accs)} Test Acc = {acc:.2f}% +- {ci:.2f}%')
+    acc, ci = mean_confidence_interval(all_accs)
+    log(f'Mean of {len(tasks)} task(s), {len(all_accs)} episodes: Test Acc = {acc:.2f}% +- {ci:.2f}% '
+        f'({args.test_n_way}-way {args.n_shot}-shot, {args.n_query} queries, {time.time() - start:.1f} s)')
+    atomic_write_json({'acc': acc, 'ci95': ci, 'tasks': tasks, 'checkpoint': os.path.abspath(args.model_path),
+                       'dataset': args.dataset, 'data_path': os.path.abspath(args.data_path), 'model': args.model,
+                       'method': args.method, 'n_way': args.test_n_way, 'n_shot': args.n_shot,
+                       'n_query': args.n_query, 'test_task_nums': args.test_task_nums,
+                       'test_n_episode': args.test_n_episode, 'image_size': args.image_size, 'seed': args.seed,
+                       'paddle': paddle.__version__, 'seconds': round(time.time() - start, 1)},
+                      stem + '.json')
+    log(f'results written to {stem}.json')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,257 @@
+"""pretrain.py -> meta_train.py -> test.py as subprocesses, on real photographs (Tiny-ImageNet-32 subset).
+
+Sizes are shrunk to fit a CPU: Conv-4 at 32 px, a few batches and episodes per epoch.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import REPO
+
+SMALL = ['--model', 'Conv4', '--image_size', '32', '--val_n_episode', '3', '--n_query', '3', '--print_freq', '5',
+         '--threads', '2']
+
+
+def run(script, *args, cwd, check=True):
+    result = subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def pretrain_args(data, *extra):
+    return ['--dataset', 'mini_imagenet', '--data_path', str(data), '--method', 'stl_frn', '--batch_size', '32',
+            '--lr', '0.05', '--milestones', '1', *SMALL, *extra]
+
+
+def weights(path):
+    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
+
+
+@pytest.fixture(scope='module')
+def pipeline(tiny_mini, tmp_path_factory):
+    """One pretrain (2 epochs) -> meta-train (1 epoch) -> test (2 tasks x 3 episodes) run in a scratch folder."""
+    work = tmp_path_factory.mktemp('pipeline')
+    out = {'work': work}
+    out['pretrain'] = run('pretrain.py', *pretrain_args(tiny_mini, '--epoch', '2'), cwd=work)
+    pre_dir = work / 'checkpoints' / 'mini_imagenet' / 'Conv4_stl_frn_pretrain'
+    out['meta'] = run('meta_train.py', '--dataset', 'mini_imagenet', '--data_path', str(tiny_mini),
+                      '--method', 'meta_frn', '--lr', '1e-3', '--epoch', '1', '--train_n_episode', '3',
+                      '--milestones', '1', '--train_n_way', '5', '--val_n_way', '5', '--n_shot', '2', *SMALL,
+                      '--pretrain_path', str(pre_dir / 'best_model.pdparams'), cwd=work)
+    meta_dir = work / 'checkpoints' / 'mini_imagenet' / 'Conv4_meta_frn_5way_2shot_metatrain'
+    test_args = ['--dataset', 'mini_imagenet', '--data_path', str(tiny_mini), '--model', 'Conv4', '--method',
+                 'meta_frn', '--image_size', '32', '--n_shot', '1', '--n_query', '3', '--model_path',
+                 str(meta_dir / 'best_model.pdparams'), '--test_task_nums', '2', '--test_n_episode', '3']
+    out['test'] = run('test.py', *test_args, cwd=work)
+    out['test_again'] = run('test.py', *test_args, cwd=work)
+    out.update(pre_dir=pre_dir, meta_dir=meta_dir)
+    return out
+
+
+def test_pretraining_writes_the_run_folder_and_the_seed_log_lines(pipeline):
+    files = sorted(os.listdir(pipeline['pre_dir']))
+    assert files == ['0.pdopt', '0.pdparams', '1.pdopt', '1.pdparams', 'best_model.pdparams', 'last_model.pdopt',
+                     'last_model.pdparams', 'output.log']
+    log = (pipeline['pre_dir'] / 'output.log').read_text()
+    assert log.startswith('==== ') and 'args: ' in log and f'paddle {paddle.__version__} | device cpu' in log
+    assert 'warning: --num_classes 64 disagrees with the 8 classes' in log
+    epoch0 = log[log.index('Epoch 0 | lr'):log.index('Epoch 1 | lr')]
+    lines = [line for line in epoch0.splitlines() if not line.startswith('Epoch 0 | lr')]
+    patterns = [r'Epoch 0 \| Batch 0/10 \| Loss \d+\.\d{6}', r'Epoch 0 \| Batch 5/10 \| Loss \d+\.\d{6}',
+                r'best model! save\.\.\.', r'val loss is \d+\.\d\d, val acc is \d+\.\d\d',
+                r'model best acc is \d+\.\d\d, best acc epoch is 0', r'This epoch use \d+\.\d\d minutes',
+                r'train loss is \d+\.\d\d, train acc is \d+\.\d\d']
+    assert len(lines) == len(patterns)
+    for line, pattern in zip(lines, patterns):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    assert 'Epoch 1 | lr 0.005' in log  # MultiStepDecay at milestone 1, stepped once per epoch
+    assert log in pipeline['pretrain'].stdout  # the console carries the same lines
+
+
+def test_pretrained_model_has_the_class_matrices_and_meta_training_drops_them(pipeline):
+    pre = weights(pipeline['pre_dir'] / 'best_model.pdparams')
+    assert pre['cat_mat'].shape == (8, 4, 64)  # 8 classes, 2x2 positions at 32 px, 64 channels
+    np.testing.assert_array_equal(pre['r'], [0, 0])  # frozen while pretraining
+    meta_log = (pipeline['meta_dir'] / 'output.log').read_text()
+    assert 'dropped cat_mat' in meta_log
+    meta = weights(pipeline['meta_dir'] / 'last_model.pdparams')
+    assert 'cat_mat' not in meta and not np.array_equal(meta['r'], [0, 0])  # r trains now
+
+
+def test_meta_training_folder_and_log(pipeline):
+    files = sorted(os.listdir(pipeline['meta_dir']))
+    assert {'best_model.pdparams', 'last_model.pdparams', 'last_model.pdopt', '0.pdparams', 'output.log'} <= set(files)
+    log = (pipeline['meta_dir'] / 'output.log').read_text()
+    assert 'Epoch 0 | Batch 0/3 | Loss' in log and re.search(r'val loss is \d+\.\d\d, val acc is \d+\.\d\d', log)
+
+
+def test_test_prints_each_task_and_writes_json_results(pipeline):
+    out = pipeline['test'].stdout
+    task_lines = re.findall(r'^3 Test Acc = (\d+\.\d\d)% \+- (\d+\.\d\d)%$', out, flags=re.M)
+    assert len(task_lines) == 2
+    result_dir = pipeline['work'] / 'results' / '5w1s'
+    summary = json.loads((result_dir / 'mini_imagenet_Conv4_meta_frn.json').read_text())
+    assert (result_dir / 'mini_imagenet_Conv4_meta_frn.log').is_file()
+    assert [round(t['acc'], 2) for t in summary['tasks']] == [float(a) for a, _ in task_lines]
+    accs = summary['tasks']
+    assert summary['n_way'] == 5 and summary['n_shot'] == 1 and summary['test_n_episode'] == 3
+    assert summary['checkpoint'].endswith('best_model.pdparams')
+    assert abs(summary['acc'] - np.mean([t['acc'] for t in accs])) < 1e-9
+    # every accuracy is a multiple of 100 / 15 queries
+    assert all(abs(t['acc'] * 3 * 15 / 100 - round(t['acc'] * 3 * 15 / 100)) < 1e-6 for t in accs)
+
+
+def test_test_results_are_fixed_by_the_seed(pipeline):
+    strip = lambda s: [l for l in s.splitlines() if 'Test Acc' in l and ' s)' not in l]  # noqa: E731
+    assert strip(pipeline['test'].stdout) == strip(pipeline['test_again'].stdout)
+
+
+def test_ci_is_196_population_std_over_root_n(pipeline):
+    from utils import mean_confidence_interval
+    acc, ci = mean_confidence_interval([60.0, 80.0, 70.0, 90.0])
+    assert acc == 75.0 and abs(ci - 1.96 * np.std([60, 80, 70, 90]) / 2) < 1e-12
+
+
+def test_resume_is_bit_exact(tiny_mini, tmp_path, pipeline):
+    """1 epoch + resume 1 epoch ends with the same weights as the 2-epoch run of the pipeline."""
+    run('pretrain.py', *pretrain_args(tiny_mini, '--epoch', '1'), cwd=tmp_path)
+    run_dir = tmp_path / 'checkpoints' / 'mini_imagenet' / 'Conv4_stl_frn_pretrain'
+    run('pretrain.py', *pretrain_args(tiny_mini, '--epoch', '2', '--resume', str(run_dir / 'last_model.pdparams')),
+        cwd=tmp_path)
+    straight = weights(pipeline['pre_dir'] / 'last_model.pdparams')
+    resumed = weights(run_dir / 'last_model.pdparams')
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+    log = (run_dir / 'output.log').read_text()
+    assert 'resumed from' in log and log.count('Epoch 0 | lr') == 1 and log.count('Epoch 1 | lr') == 1
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_mini, tmp_path, pipeline):
+    args = [sys.executable, str(REPO / 'pretrain.py'), *pretrain_args(tiny_mini, '--epoch', '2')]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / 'checkpoints' / 'mini_imagenet' / 'Conv4_stl_frn_pretrain' / 'last_model.pdopt'
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    log = (marker.parent / 'output.log').read_text()
+    assert 'Epoch 1 | Batch 5/10' not in log, 'the run finished before it could be killed'
+    run('pretrain.py', *pretrain_args(tiny_mini, '--epoch', '2', '--resume', 'auto'), cwd=tmp_path)
+    straight = weights(pipeline['pre_dir'] / 'last_model.pdparams')
+    resumed = weights(marker.parent / 'last_model.pdparams')
+    for key in straight:
+        np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+
+
+# ---- bad input: one line, before any work ----
+
+def one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert 'Traceback' not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_missing_data_path_is_a_one_line_error(tmp_path):
+    one_line_error(run('pretrain.py', '--data_path', str(tmp_path / 'nowhere'), cwd=tmp_path, check=False),
+                   '--data_path', 'does not exist')
+    one_line_error(run('pretrain.py', cwd=tmp_path, check=False), '--data_path')
+
+
+def test_unknown_model_is_a_one_line_error(tiny_mini, tmp_path):
+    one_line_error(run('test.py', '--data_path', str(tiny_mini), '--model', 'ResNet50', '--model_path', 'x',
+                       cwd=tmp_path, check=False), 'ResNet50')
+
+
+def test_too_many_shots_for_the_smallest_class_is_a_one_line_error(tiny_mini, tmp_path, pipeline):
+    one_line_error(run('test.py', '--data_path', str(tiny_mini), '--model', 'Conv4', '--image_size', '32',
+                       '--n_shot', '30', '--n_query', '15', '--model_path',
+                       str(pipeline['meta_dir'] / 'best_model.pdparams'), cwd=tmp_path, check=False),
+                   'lower --n_shot or --n_query')
+
+
+def test_incompatible_checkpoint_is_a_one_line_error(tiny_mini, tmp_path, pipeline):
+    result = run('test.py', '--data_path', str(tiny_mini), '--model', 'ResNet12', '--image_size', '32',
+                 '--model_path', str(pipeline['meta_dir'] / 'best_model.pdparams'), cwd=tmp_path, check=False)
+    one_line_error(result, 'does not match this model', '--model')
+    garbage = tmp_path / 'garbage.pdparams'
+    garbage.write_bytes(b'not a checkpoint')
+    result = run('test.py', '--data_path', str(tiny_mini), '--model', 'Conv4', '--model_path', str(garbage),
+                 cwd=tmp_path, check=False)
+    one_line_error(result, 'cannot read checkpoint')
+
+
+def test_gpu_flag_on_a_cpu_build_warns_once_and_runs_on_cpu(tiny_mini, tmp_path, pipeline):
+    result = run('test.py', '--data_path', str(tiny_mini), '--model', 'Conv4', '--image_size', '32', '--gpu',
+                 '--n_query', '3', '--test_task_nums', '1', '--test_n_episode', '2', '--model_path',
+                 str(pipeline['meta_dir'] / 'best_model.pdparams'), '--results_dir', str(tmp_path), cwd=tmp_path)
+    if paddle.device.is_compiled_with_cuda():
+        pytest.skip('this PaddlePaddle build has CUDA')
+    assert result.stderr.count('--gpu was given, but this PaddlePaddle build has no CUDA') == 1
+    assert 'device cpu' in result.stdout and '2 Test Acc' in result.stdout
+
+
+def test_the_seed_commands_parse_exactly_as_published(tiny_mini, tmp_path):
+    """The three commands users paste from the project page, flag for flag."""
+    import meta_train
+    import pretrain
+    import test as test_script
+    ckpt = tmp_path / 'best_model.pdparams'
+    ckpt.write_bytes(b'')
+    data = str(tiny_mini)
+    args = pretrain.parse_args(
+        f'--dataset mini_imagenet --data_path {data} --method stl_frn --lr 1e-1 --gamma 1e-1 --epoch 350 '
+        f'--milestones 200 300 --batch_size 512 --val_n_episode 600 --image_size 84 --model ResNet12 --n_shot 1 '
+        f'--n_query 15 --gpu'.split())
+    assert (args.lr, args.epoch, args.milestones, args.batch_size, args.gpu) == (0.1, 350, [200, 300], 512, True)
+    args = meta_train.parse_args(
+        f'--dataset mini_imagenet --data_path {data} --method meta_frn --lr 1e-3 --gamma 1e-1 --epoch 150 '
+        f'--train_n_episode 1000 --val_n_episode 600 --milestones 70 120 --image_size 84 --model ResNet12 '
+        f'--train_n_way 20 --val_n_way 5 --n_shot 5 --n_query 15 --gpu --pretrain_path {ckpt}'.split())
+    assert (args.train_n_way, args.n_shot, args.train_n_episode, args.milestones) == (20, 5, 1000, [70, 120])
+    args = test_script.parse_args(
+        f'--dataset mini_imagenet --data_path {data} --model ResNet12 --method meta_frn --image_size 84 --gpu '
+        f'--n_shot 1 --model_path {ckpt} --test_task_nums 1 --test_n_episode 600'.split())
+    assert (args.test_n_way, args.n_query, args.test_task_nums, args.test_n_episode) == (5, 15, 1, 600)
+
+
+def test_pretrain_defaults_are_the_documented_ones(tiny_mini):
+    import pretrain
+    args = pretrain.parse_args(['--data_path', str(tiny_mini)])
+    assert (args.batch_size, args.lr, args.wd, args.gamma, args.milestones, args.epoch) == (128, 0.05, 5e-4, 0.1,
+                                                                                           [80, 120], 150)
+    assert (args.dataset, args.model, args.val, args.train_n_way, args.val_n_episode, args.val_n_way) == (
+        'mini_imagenet', 'ResNet12', 'meta', 20, 600, 5)
+    assert (args.n_shot, args.n_query, args.num_classes, args.save_freq, args.seed, args.image_size) == (
+        1, 15, 64, 50, 0, 84)
+
+
+@pytest.mark.parametrize('script', sorted(str(p.relative_to(REPO)) for p in (REPO / 'scripts').glob('*/run_*.sh')))
+def test_run_scripts_call_the_cli_with_flags_it_accepts(script, tiny_mini, tmp_path):
+    """Every python command in scripts/ parses (DATA = a real folder, checkpoints = placeholders)."""
+    import importlib
+    import shlex
+    text = (REPO / script).read_text().replace('\\\n', ' ')
+    commands = [line.strip() for line in text.splitlines() if line.strip().startswith('python ')]
+    assert commands
+    for command in commands:
+        words = shlex.split(command.replace('"$DATA"', str(tiny_mini)).replace('"$SHOT"', '5').replace('"$@"', ''))
+        for i, word in enumerate(words):
+            if word.endswith('.pdparams'):
+                words[i] = str(tmp_path / 'w.pdparams')
+                (tmp_path / 'w.pdparams').write_bytes(b'')
+        module = importlib.import_module(words[1][:-3])
+        module.parse_args(words[2:])
