@@ -46,6 +46,15 @@ def add_common(parser):
     g.add_argument('--gpu', action='store_true',
                    help='use the GPU when this PaddlePaddle build has CUDA; otherwise warn and use the CPU')
     g.add_argument('--threads', type=int, default=default_threads(), help='CPU math threads')
+    g = parser.add_argument_group('speed')
+    g.add_argument('--cache_dir', default=None,
+                   help='pre-resized image cache (uint8 memmap + manifest) to read images from instead of decoding '
+                        'the files; built on first use when missing')
+    g.add_argument('--no_feature_cache', action='store_true',
+                   help='evaluate episode by episode, running the backbone on every image of every episode, '
+                        'instead of embedding each image once and reusing its feature map')
+    g.add_argument('--max_cache_mb', type=float, default=2048,
+                   help='memory for cached feature maps; larger splits are evaluated in shards')
     return parser
 
 
@@ -69,6 +78,8 @@ def add_training(parser, lr, epoch, milestones):
                         "or 'auto' for the newest in this run's folder")
     g.add_argument('--checkpoint_dir', default='./checkpoints', help='root of the run folders')
     g.add_argument('--print_freq', type=int, default=50, help='log the loss every this many batches')
+    g.add_argument('--visualdl', action='store_true',
+                   help='also log scalars with VisualDL into <run folder>/visualdl (pip install visualdl)')
     return parser
 
 
