@@ -11,8 +11,10 @@ import tempfile
 import warnings
 
 # `import paddle` warns about a missing C++ compiler cache, which only matters for building
-# custom operators; import this module before paddle to keep every command's stderr clean.
+# custom operators, and BatchNorm warns on every training forward that it tracks running
+# statistics, which is what we want. Import this module before paddle to keep stderr clean.
 warnings.filterwarnings('ignore', message='No ccache found', category=UserWarning)
+warnings.filterwarnings('ignore', message='When training, we now always track global mean', category=UserWarning)
 
 
 class FRNError(Exception):
