@@ -2,11 +2,13 @@
 
 Every comparison is relative to the largest magnitude of the expected tensor
 (max|ours - official| <= rtol * max|official|), in float64 at 1e-8 and in float32 at
-1e-4. The exceptions below are measured, explained where they are used, and each is
-shown to be the only difference:
+1e-4; a gradient's sum, which can cancel far below its terms, is compared on its natural
+scale sqrt(n) * norm. The exceptions below are measured, explained where they are used,
+and each is shown to be the only difference:
 
-- alpha's gradient in float64 (1e-5): the official code adds a float32 identity times
-  lambda, so torch rounds that gradient to float32 and sums it in float32.
+- alpha's gradient in float64 (1e-4): the official code adds a float32 identity times
+  lambda, so torch rounds the d diagonal entries of that gradient to float32 and sums
+  them in float32; where they cancel, the relative error grows (seen: 5e-7 to 2.3e-5).
 - Conv-4 conv biases: they feed train-mode BatchNorm, so their gradients are zero; the
   stored values are rounding noise, checked against the matching weight gradient.
 - BatchNorm running statistics: Paddle uses the biased batch variance and a float32
@@ -15,7 +17,8 @@ shown to be the only difference:
   weight decay in float32.
 - Gradients in float32: the float32 backward of these randomly initialised nets loses
   about three digits (ours: 4e-3 relative L2 error for ResNet-12; the official code's
-  own float32 run is further off, 2.5e-2), so they are checked at 1e-2 there.
+  own float32 run is further off, 2.5e-2), so they are checked at 1e-2 there, and so
+  are the parameters after two float32 steps (torch's own float32 run: 2.6e-2 off).
 """
 import functools
 import json
@@ -30,7 +33,7 @@ from methods.FRN import FRN, auxrank
 from methods.official_weights import convert_checkpoint
 
 RTOL = {'float64': 1e-8, 'float32': 1e-4}
-ALPHA_GRAD_RTOL = {'float64': 1e-5, 'float32': 1e-2}
+ALPHA_GRAD_RTOL = {'float64': 1e-4, 'float32': 1e-2}
 GRAD_RTOL = {'float64': 1e-8, 'float32': 1e-2}
 SGD_RTOL = {'float64': 1e-8, 'float32': 1e-2}
 MOMENTUM_F32 = float(np.float32(0.9))  # Paddle's BatchNorm and Momentum hold 0.9 as a float32
@@ -213,17 +216,16 @@ def check_gradients(grads, z, prefix, dtype):
             assert np.abs(z[f'{prefix}gradnorm/{key}']) <= 1e-8 * np.linalg.norm(weight), key
             continue
         rtol = ALPHA_GRAD_RTOL[dtype] if key == 'r' else GRAD_RTOL[dtype]
-        assert_close(np.linalg.norm(grad), z[f'{prefix}gradnorm/{key}'], rtol, f'norm of {key}')
+        norm = z[f'{prefix}gradnorm/{key}']
+        assert_close(np.linalg.norm(grad), norm, rtol, f'norm of {key}')
+        # a sum can cancel far below its terms: its natural scale is sqrt(n) * norm (Cauchy-Schwarz)
+        sum_err = abs(grad.sum() - z[f'{prefix}gradsum/{key}']) / (np.sqrt(grad.size) * norm)
+        assert sum_err <= rtol, f'sum of {key}: relative error {sum_err:.3g} > {rtol:g}'
         full = z.get(f'{prefix}grad/{key}')
-        if dtype == 'float64':
-            assert_close(grad.sum(), z[f'{prefix}gradsum/{key}'], rtol, f'sum of {key}')
-            if full is not None:
-                assert_close(grad, full, rtol, f'gradient of {key}')
-        else:  # sums can cancel: bound them by sqrt(n) * norm, as Cauchy-Schwarz does
-            scale = np.sqrt(grad.size) * z[f'{prefix}gradnorm/{key}']
-            assert abs(grad.sum() - z[f'{prefix}gradsum/{key}']) <= rtol * scale, f'sum of {key}'
-            if full is not None:
-                assert l2_rel(grad, full) <= rtol, f'gradient of {key}: {l2_rel(grad, full):.3g}'
+        if full is not None and dtype == 'float64':
+            assert_close(grad, full, rtol, f'gradient of {key}')
+        elif full is not None:
+            assert l2_rel(grad, full) <= rtol, f'gradient of {key}: relative L2 error {l2_rel(grad, full):.3g}'
 
 
 def test_every_gradient_matches_official(case):
@@ -280,8 +282,9 @@ def test_paddle_momentum_is_torch_nesterov_sgd_with_float32_coefficients(case):
 
 def test_parameters_after_two_momentum_steps_match_official_sgd(case):
     """Tolerance: rtol of the parameter, plus 1e-7 of the update for Paddle's float32
-    momentum and weight decay (2.6e-8 and 4.7e-8 relative). In float32 the second step's gradient is ill-conditioned: torch's
-    own float32 run is 2.6e-2 off its float64 result, ours 6e-3."""
+    momentum and weight decay (2.6e-8 and 4.7e-8 relative), plus alpha's float32 share.
+    In float32 the second step's gradient is ill-conditioned: torch's own float32 run is
+    2.6e-2 off its float64 result, ours 6e-3."""
     if case.backbone == 'resnet12' and case.dtype == 'float32':
         pytest.skip('the float32 optimizer is covered by Conv-4; this saves a ResNet-12 step')
     s, z = case.sgd, case.z
@@ -292,6 +295,9 @@ def test_parameters_after_two_momentum_steps_match_official_sgd(case):
         expected, start = z['after_2_sgd_steps/' + key], case.train['before'][key]
         err = np.abs(s['after_two'][key] - expected).max()
         allowed = SGD_RTOL[case.dtype] * np.abs(expected).max() + 1e-7 * np.abs(expected - start).max()
+        if key == 'r':  # alpha's official gradient is float32-rounded; two steps weigh it by < 5 lr
+            alpha_grad = max(abs(case.train['grads']['r'][0]), abs(s['grads2']['r'][0]))
+            allowed += 5 * case.cfg['lr'] * ALPHA_GRAD_RTOL[case.dtype] * alpha_grad
         assert err <= allowed, f'{key}: {err:.3g} > {allowed:.3g}'
 
 
