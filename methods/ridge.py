@@ -76,6 +76,22 @@ def _inverse_dist(query, support, lam, rho, form):
     return paddle.transpose(dist, [1, 0])  # M, way
 
 
+def _inverse_cholesky_factor(gram, lam):
+    """L^-1 for the Cholesky factor L of gram + lam I (batched), so that (gram + lam I)^-1 = L^-T L^-1.
+
+    L^-1 comes from a triangular solve against the identity and is then applied by
+    matrix products: Paddle's batched triangular_solve with thousands of right-hand
+    sides is several times slower than a matrix product. The identity asks for a
+    gradient because Paddle 3.3.1's triangular_solve returns a wrong gradient for its
+    matrix when the right-hand side does not need one.
+    """
+    n = gram.shape[-1]
+    chol = paddle.linalg.cholesky(gram + lam * paddle.eye(n, dtype=gram.dtype))  # lower
+    eye = paddle.eye(n, dtype=gram.dtype)
+    eye.stop_gradient = False
+    return paddle.linalg.triangular_solve(chol, paddle.tile(eye, [gram.shape[0], 1, 1]), upper=False)
+
+
 def _cholesky_kr_dist(query, support, lam, rho):
     """kr x kr form, expanded so that nothing of size way x M x d is formed.
 
@@ -84,28 +100,23 @@ def _cholesky_kr_dist(query, support, lam, rho):
     because w S S^T w^T = w A w^T - lam ||w||^2 = t - lam ||w||^2.
     """
     way, kr, d = support.shape
-    gram = paddle.matmul(support, support, transpose_y=True)  # way, kr, kr
-    chol = paddle.linalg.cholesky(gram + lam * paddle.eye(kr, dtype=gram.dtype))  # way, kr, kr; lower
-    ct = paddle.matmul(paddle.reshape(support, [way * kr, d]), query, transpose_y=True)  # way*kr, M
-    ct = paddle.reshape(ct, [way, kr, -1])  # way, kr, M: c^T of every query under every class
-    z = paddle.linalg.triangular_solve(chol, ct, upper=False)  # L^-1 c^T
-    w = paddle.linalg.triangular_solve(chol, z, upper=False, transpose=True)  # A^-1 c^T
-    t = paddle.sum(paddle.square(z), axis=1)  # way, M
-    w2 = paddle.sum(paddle.square(w), axis=1)  # way, M
+    linv = _inverse_cholesky_factor(paddle.matmul(support, support, transpose_y=True), lam)  # way, kr, kr
+    c = paddle.matmul(query, paddle.reshape(support, [way * kr, d]), transpose_y=True)  # M, way*kr
+    c = paddle.transpose(paddle.reshape(c, [-1, way, kr]), [1, 0, 2])  # way, M, kr: q S^T per class
+    z = paddle.matmul(c, linv, transpose_y=True)  # way, M, kr: c L^-T, so t = ||z||^2
+    w = paddle.matmul(z, linv)  # way, M, kr: c L^-T L^-1 = c A^-1
+    t = paddle.sum(paddle.square(z), axis=2)  # way, M
+    w2 = paddle.sum(paddle.square(w), axis=2)  # way, M
     q2 = paddle.sum(paddle.square(query), axis=1)  # M
     dist = q2 - (2 * rho - paddle.square(rho)) * t - paddle.square(rho) * lam * w2  # way, M
     return paddle.transpose(dist, [1, 0])  # M, way
 
 
 def _cholesky_d_dist(query, support, lam, rho):
-    """d x d form, as an explicit residual: with B = S^T S + lam I = L L^T, hat = I - lam B^-1,
+    """d x d form, as an explicit residual: with B = S^T S + lam I, hat = I - lam B^-1,
     so rho q hat - q = (rho - 1) q - rho lam q B^-1."""
-    way, kr, d = support.shape
-    gram = paddle.matmul(support, support, transpose_x=True)  # way, d, d
-    chol = paddle.linalg.cholesky(gram + lam * paddle.eye(d, dtype=gram.dtype))  # way, d, d; lower
-    qt = paddle.expand(paddle.unsqueeze(paddle.transpose(query, [1, 0]), 0), [way, d, query.shape[0]])
-    z = paddle.linalg.triangular_solve(chol, qt, upper=False)
-    qb = paddle.linalg.triangular_solve(chol, z, upper=False, transpose=True)  # way, d, M: B^-1 q^T
-    resid = (rho - 1) * qt - rho * lam * qb  # way, d, M
-    dist = paddle.sum(paddle.square(resid), axis=1)  # way, M
+    linv = _inverse_cholesky_factor(paddle.matmul(support, support, transpose_x=True), lam)  # way, d, d
+    q_binv = paddle.matmul(paddle.matmul(query, linv, transpose_y=True), linv)  # way, M, d: q B^-1
+    resid = (rho - 1) * query - rho * lam * q_binv  # way, M, d
+    dist = paddle.sum(paddle.square(resid), axis=2)  # way, M
     return paddle.transpose(dist, [1, 0])  # M, way

@@ -251,12 +251,12 @@ def test_every_solver_form_gives_the_official_distances(way, kr, d, solver, form
     np.testing.assert_allclose(got, official_dist(query, support, 0.4, -0.3), rtol=1e-10)
 
 
-def ridge_grads(query, support, alpha, beta, **kw):
-    tensors = [t64(a, grad=True) for a in (query, support, alpha, beta)]
+def ridge_grads(query, support, alpha, beta, needs_grad=(True, True, True, True), **kw):
+    tensors = [t64(a, grad=g) for a, g in zip((query, support, alpha, beta), needs_grad)]
     dist = recon_dist(*tensors, **kw)
     weights = np.random.default_rng(5).random(dist.shape)
     paddle.sum(dist * t64(weights)).backward()
-    return [t.grad.numpy() for t in tensors]
+    return [t.grad.numpy() if g else None for t, g in zip(tensors, needs_grad)]
 
 
 @pytest.mark.parametrize('form', ['kr', 'd'])
@@ -267,6 +267,22 @@ def test_cholesky_gradients_equal_the_official_inverse_gradients(form):
     official = ridge_grads(query, support, 0.2, 0.1, solver='inverse', form='d')
     for a, b in zip(ours, official):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(b).max())
+
+
+@pytest.mark.parametrize('form', ['kr', 'd'])
+@pytest.mark.parametrize('needs_grad', [(False, False, True, True), (False, True, True, False),
+                                        (True, False, False, True)])
+def test_gradients_are_right_when_only_some_inputs_need_them(form, needs_grad):
+    """A frozen backbone (features without gradients) must still give alpha and beta the
+    right gradients: Paddle's triangular_solve gets this wrong on its own."""
+    rng = np.random.default_rng(8)
+    support, query = features(rng, 2, 6, 10), features(rng, 5, 10)
+    ours = ridge_grads(query, support, 0.3, -0.2, needs_grad, solver='cholesky', form=form)
+    official = ridge_grads(query, support, 0.3, -0.2, needs_grad, solver='inverse', form='d')
+    for a, b in zip(ours, official):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(b).max())
 
 
 def test_cholesky_picks_the_smaller_matrix():
