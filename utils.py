@@ -131,7 +131,9 @@ def load_model(model, path, required_prefix='feature_extractor.'):
             detail.append(f'{len(bad_backbone)} backbone parameter(s) are missing, e.g. {bad_backbone[0]}')
         raise FRNError(f'checkpoint {os.fspath(path)!r} does not match this model: {"; ".join(detail)}. '
                        f'Check --model (ResNet12 or Conv4) and --image_size against the run that wrote it.')
-    model.set_state_dict({k: v for k, v in state.items() if k in own})
+    # cast to the model's dtype, so a float32 file fills a float64 model (and the reverse)
+    model.set_state_dict({k: v.astype(own[k].dtype) if v.dtype != own[k].dtype else v
+                          for k, v in state.items() if k in own})
     return dropped, missing
 
 

@@ -304,7 +304,6 @@ def test_converter_refuses_a_pth_destination(tmp_path):
     assert list(paddle.load(str(tmp_path / 'out.pdparams'))) == list(FRN(backbone='Conv4').state_dict())
 
 
-@pytest.mark.xfail(strict=True, reason='utils.load_model does not cast a float32 file to a float64 model yet')
 def test_load_model_fills_a_float64_model_from_a_float32_file(tmp_path):
     path = tmp_path / 'conv4.pdparams'
     convert_checkpoint(write_state(tmp_path / 'c4.pth', official_state('Conv4')), path)
@@ -315,3 +314,5 @@ def test_load_model_fills_a_float64_model_from_a_float32_file(tmp_path):
         paddle.set_default_dtype('float32')
     utils.load_model(model, path)
     assert model.scale.dtype == paddle.float64
+    expected = paddle.load(str(path))
+    np.testing.assert_array_equal(model.scale.numpy(), expected['scale'].numpy().astype('float64'))
