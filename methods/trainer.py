@@ -20,6 +20,7 @@ import time
 import numpy as np
 import paddle
 
+from curves import Scalars, save_curves
 from methods.episodes import evaluate
 from utils import FRNError, atomic_save, mean_confidence_interval, progress
 
@@ -110,12 +111,14 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
     elif args.resume == 'auto':
         log(f'--resume auto: no last_model.pdopt in {run_dir}, starting from epoch 0')
     ckpt = lambda name: os.path.join(run_dir, f'{name}.pdparams')  # noqa: E731
+    scalars = Scalars(getattr(args, 'visualdl', False), os.path.join(run_dir, 'visualdl'), log)
 
     for epoch in range(start_epoch, args.epoch):
         start = time.time()
         train_loader.set_epoch(epoch)
         model.train()
         log(f'Epoch {epoch} | lr {optimizer.get_lr():.6g}')
+        scalars.add('lr', optimizer.get_lr(), epoch)
         losses, accs = [], []
         for i, batch in enumerate(progress(train_loader, desc=f'epoch {epoch}')):
             loss, acc = train_step(model, batch)
@@ -124,6 +127,7 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
             optimizer.step()
             losses.append(loss.item())
             accs.append(acc)
+            scalars.add('train/batch_loss', losses[-1], epoch * len(train_loader) + i)
             if not np.isfinite(losses[-1]):
                 raise FRNError(f'the loss became {losses[-1]} at epoch {epoch}, batch {i}; '
                                f'lower --lr (now {args.lr}) and start again')
@@ -139,6 +143,8 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
                 log('best model! save...')
                 atomic_save(model.state_dict(), ckpt('best_model'))
             log(f'val loss is {val_loss:.2f}, val acc is {val_acc:.2f}')
+            scalars.add('val/loss', val_loss, epoch)
+            scalars.add('val/acc', val_acc, epoch)
             log(f'model best acc is {best_acc:.2f}, best acc epoch is {best_epoch}')
         else:
             best_epoch = epoch
@@ -148,7 +154,11 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         save_checkpoint(ckpt('last_model'), model, optimizer, scheduler, epoch, best_acc, best_epoch, args)
         log(f'This epoch use {(time.time() - start) / 60:.2f} minutes')
         log(f'train loss is {np.mean(losses):.2f}, train acc is {np.mean(accs):.2f}')
+        scalars.add('train/loss', np.mean(losses), epoch)
+        scalars.add('train/acc', np.mean(accs), epoch)
 
+    scalars.close()
+    save_curves(log)  # also after a resumed run, over the whole log
     if on_end:
         on_end()
     return best_acc, best_epoch

@@ -1,0 +1,277 @@
+"""FRN's feature extractor as a Paddle inference model, and two ways to run a feature extractor.
+
+What is exported is `FRN.get_feature_map`: eval-transformed images [N, 3, S, S] ->
+feature maps [N, resolution, d], positions in row-major order, ResNet-12 maps already
+divided by sqrt(640). The exported model therefore feeds the FRN head the same numbers
+as the dygraph model. The head's learned numbers (the softmax scale gamma and
+r = [alpha, beta]) and the resolution go into `frn_head.json` beside it:
+
+    <save_dir>/model.json         the program (paddle.jit.save; Paddle < 3 writes model.pdmodel)
+    <save_dir>/model.pdiparams    the weights
+    <save_dir>/frn_head.json      backbone, image_size, resolution, d, scale, r, ...
+
+LeakyReLU (ResNet-12) is exported as the identical max(x, 0.1 x): Paddle 3.3.1's oneDNN
+predictor crashes on leaky_relu. Training code is untouched; only the exported copy changes.
+
+`DygraphFeatures` (a .pdparams checkpoint) and `InferenceFeatures` (an exported folder,
+through paddle.inference, falling back to paddle.jit.load) both map images to feature
+maps and carry the head's numbers, so prediction code does not care which one it has.
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import paddle
+
+from methods.FRN import FRN
+from network import BACKBONES
+from utils import FRNError, atomic_write_json, load_model, read_state_dict
+
+HEAD_FILE = 'frn_head.json'
+MODEL_PREFIX = 'model'
+FORMAT = 'frn-paddle feature map 1'
+BATCH = 64  # images per forward pass
+
+
+def warn(message):
+    print(f'warning: {message}', file=sys.stderr)
+
+
+def cuda_available():
+    return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+
+
+def use_gpu_or_warn(use_gpu):
+    """True when a GPU was asked for and exists; one warning when it was asked for but does not."""
+    if use_gpu and not cuda_available():
+        warn('--use_gpu was given, but this PaddlePaddle build has no CUDA device; running on the CPU')
+        return False
+    return use_gpu
+
+
+class LeakyReLUAsMaximum(paddle.nn.Layer):
+    """max(x, slope x): equal to LeakyReLU for 0 < slope < 1, and runs on Paddle 3.3.1's oneDNN predictor."""
+
+    def __init__(self, slope):
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x):
+        return paddle.maximum(x, self.slope * x)
+
+
+class FeatureMapNet(paddle.nn.Layer):
+    """The part of FRN that is exported: `get_feature_map`, with export-friendly activations."""
+
+    def __init__(self, frn):
+        super().__init__()
+        self.frn = frn
+        for layer in frn.sublayers(include_self=True):
+            for name, child in list(layer.named_children()):
+                if isinstance(child, paddle.nn.LeakyReLU):
+                    setattr(layer, name, LeakyReLUAsMaximum(child._negative_slope))
+
+    def forward(self, image):
+        return self.frn.get_feature_map(image)
+
+
+def infer_backbone(model_path):
+    """The backbone a .pdparams checkpoint was trained with, from its parameter names."""
+    from methods.official_weights import infer_backbone as from_keys
+    return from_keys(read_state_dict(model_path))
+
+
+def load_frn(model_path, backbone=None, image_size=84):
+    """An FRN in eval mode with the weights of `model_path` (backbone read from the keys unless given)."""
+    backbone = backbone or infer_backbone(model_path)
+    if backbone not in BACKBONES:
+        raise FRNError(f'unknown model {backbone!r}; choose one of {", ".join(BACKBONES)}')
+    model = FRN(backbone=backbone, image_size=image_size)
+    load_model(model, model_path)
+    model.eval()
+    return model
+
+
+def head_of(model):
+    """The FRN head's learned numbers and shapes, as stored in frn_head.json."""
+    return {'scale': model.scale.item(), 'r': [model.r[0].item(), model.r[1].item()],
+            'resolution': model.resolution, 'd': model.d}
+
+
+def export_model(model_path, backbone, save_dir, image_size=84):
+    """Write `save_dir`/model.* (paddle.jit.save of get_feature_map) and frn_head.json. Returns the head dict."""
+    paddle.device.set_device('cpu')
+    model = load_frn(model_path, backbone, image_size)
+    net = FeatureMapNet(model)
+    net.eval()
+    spec = [paddle.static.InputSpec([None, 3, image_size, image_size], 'float32', 'image')]
+    static = paddle.jit.to_static(net, input_spec=spec, full_graph=True)
+    os.makedirs(save_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.export-', dir=save_dir)
+    try:
+        paddle.jit.save(static, os.path.join(tmp, MODEL_PREFIX))
+        for name in os.listdir(tmp):  # whatever this Paddle writes (.json or .pdmodel, .pdiparams, ...)
+            os.replace(os.path.join(tmp, name), os.path.join(save_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    head = {'format': FORMAT, 'backbone': backbone, 'image_size': image_size, **head_of(model),
+            'output': 'feature map [N, resolution, d] = FRN.get_feature_map (row-major positions; '
+                      'ResNet12 maps divided by sqrt(640))',
+            'input': 'image [N, 3, image_size, image_size], float32, eval transform '
+                     '(resize, center crop, ImageNet mean/std)',
+            'checkpoint': os.path.abspath(model_path), 'paddle': paddle.__version__}
+    atomic_write_json(head, os.path.join(save_dir, HEAD_FILE))  # last: its presence marks a complete export
+    return head
+
+
+def read_head(save_dir):
+    """frn_head.json of an exported folder, checked."""
+    path = os.path.join(save_dir, HEAD_FILE)
+    if not os.path.isdir(save_dir):
+        raise FRNError(f'--inference_dir {save_dir!r} does not exist; create it with '
+                       f'`python tools/export_model.py --model_path CKPT --save_dir {save_dir}`')
+    try:
+        with open(path, encoding='utf-8') as f:
+            head = json.load(f)
+    except FileNotFoundError:
+        raise FRNError(f'{save_dir!r} has no {HEAD_FILE}, so it is not a folder written by tools/export_model.py; '
+                       f'export the model again') from None
+    except ValueError as err:
+        raise FRNError(f'{path!r} is not valid JSON ({err}); export the model again') from None
+    missing = [k for k in ('format', 'backbone', 'image_size', 'resolution', 'd', 'scale', 'r') if k not in head]
+    if missing or head.get('format') != FORMAT:
+        raise FRNError(f'{path!r} is not a head file this code understands (format {head.get("format")!r}, '
+                       f'expected {FORMAT!r}; missing {", ".join(missing) or "nothing"}); export the model again '
+                       f'with this version of tools/export_model.py')
+    return head
+
+
+def model_files(save_dir):
+    """(program file, params file) as written by paddle.jit.save: model.json (Paddle 3) or model.pdmodel."""
+    params = os.path.join(save_dir, MODEL_PREFIX + '.pdiparams')
+    for ext in ('.json', '.pdmodel'):
+        program = os.path.join(save_dir, MODEL_PREFIX + ext)
+        if os.path.isfile(program) and os.path.isfile(params):
+            return program, params
+    raise FRNError(f'{save_dir!r} lacks {MODEL_PREFIX}.json (or .pdmodel) and {MODEL_PREFIX}.pdiparams; '
+                   f'export the model again with tools/export_model.py')
+
+
+def predictor_config(program, params, use_gpu=False, threads=1):
+    """The pinned paddle.inference configuration.
+
+    CPU: oneDNN on (Paddle's default, stated explicitly), `threads` math threads, IR
+    optimisation on, no memory optimisation: in 3.3.1 `enable_memory_optim` makes
+    create_predictor fail ("pass_result_info ... map.count(predictor_id)"), and oneDNN with
+    a leaky_relu op segfaults, hence LeakyReLUAsMaximum. GPU: CUDA device 0, 256 MB pool.
+    """
+    config = paddle.inference.Config(program, params)
+    if use_gpu:
+        config.enable_use_gpu(256, 0)
+    else:
+        config.disable_gpu()
+        config.enable_onednn()
+        config.set_cpu_math_library_num_threads(threads)
+    config.disable_glog_info()
+    return config
+
+
+class Features:
+    """Images -> feature maps, plus what the FRN head needs: scale, alpha, beta, image_size."""
+    backend = None
+    source = None  # the checkpoint or the exported folder
+    backbone = None
+    image_size = None
+    scale = alpha = beta = None
+
+    def __call__(self, images):
+        """float32 [N, 3, S, S] -> float32 numpy [N, resolution, d], in batches of BATCH."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        return np.concatenate([self.run(images[i:i + BATCH]) for i in range(0, len(images), BATCH)], axis=0)
+
+    def run(self, images):
+        raise NotImplementedError
+
+    def describe(self):
+        return f'{self.source} ({self.backbone}, {self.image_size} px, {self.backend})'
+
+
+class DygraphFeatures(Features):
+    """A .pdparams checkpoint run as a dygraph FRN."""
+
+    def __init__(self, model_path, backbone=None, image_size=84, use_gpu=False):
+        paddle.device.set_device('gpu' if use_gpu_or_warn(use_gpu) else 'cpu')
+        self.source = model_path
+        self.model = load_frn(model_path, backbone, image_size)
+        self.backbone, self.image_size = self.model.backbone, image_size
+        head = head_of(self.model)
+        self.scale, (self.alpha, self.beta) = head['scale'], head['r']
+        self.backend = f'dygraph on {paddle.device.get_device()}'
+
+    @paddle.no_grad()
+    def run(self, images):
+        return self.model.get_feature_map(paddle.to_tensor(images)).numpy()
+
+
+class InferenceFeatures(Features):
+    """An exported folder run through paddle.inference; paddle.jit.load when no predictor can be created."""
+
+    def __init__(self, save_dir, use_gpu=False, threads=1, log=warn):
+        head = read_head(save_dir)
+        program, params = model_files(save_dir)
+        self.head, self.source = head, save_dir
+        self.backbone, self.image_size = head['backbone'], int(head['image_size'])
+        self.scale = float(head['scale'])
+        self.alpha, self.beta = (float(v) for v in head['r'])
+        use_gpu = use_gpu_or_warn(use_gpu)
+        self.predictor = self.layer = None
+        try:
+            self.predictor = paddle.inference.create_predictor(predictor_config(program, params, use_gpu, threads))
+            self.backend = f'paddle.inference on {"GPU" if use_gpu else "CPU with oneDNN"}'
+        except Exception as err:  # paddle raises several types; the fallback below is always possible
+            reason = (str(err).strip().splitlines() or [''])[0]
+            log(f'paddle.inference could not create a predictor for {save_dir!r} ({type(err).__name__}: {reason}); '
+                f'falling back to paddle.jit.load')
+            paddle.device.set_device('gpu' if use_gpu else 'cpu')
+            self.layer = paddle.jit.load(os.path.join(save_dir, MODEL_PREFIX))
+            self.layer.eval()
+            self.backend = f'paddle.jit.load on {paddle.device.get_device()}'
+
+    def run(self, images):
+        if self.predictor is None:
+            with paddle.no_grad():
+                out = self.layer(paddle.to_tensor(images)).numpy()
+        else:
+            handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+            handle.reshape(list(images.shape))
+            handle.copy_from_cpu(images)
+            self.predictor.run()
+            out = self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()
+        expected = [len(images), self.head['resolution'], self.head['d']]
+        if list(out.shape) != expected:
+            raise FRNError(f'the exported model gives feature maps of shape {list(out.shape)}, but {HEAD_FILE} '
+                           f'says {expected}: the model files and {HEAD_FILE} do not belong together; '
+                           f'export the model again')
+        return out
+
+
+def feature_extractor(model_path=None, inference_dir=None, backbone=None, image_size=None, use_gpu=False,
+                      threads=1, log=warn):
+    """DygraphFeatures or InferenceFeatures, with --model/--image_size checked against an exported folder."""
+    if (model_path is None) == (inference_dir is None):
+        raise FRNError('give exactly one of --model_path (a .pdparams checkpoint) or --inference_dir '
+                       '(a folder written by tools/export_model.py)')
+    if model_path is not None:
+        return DygraphFeatures(model_path, backbone, image_size or 84, use_gpu)
+    head = read_head(inference_dir)
+    if backbone and backbone != head['backbone']:
+        raise FRNError(f'--model {backbone} does not match the exported model in {inference_dir!r}, which is a '
+                       f'{head["backbone"]}; drop --model or export the right checkpoint')
+    if image_size and image_size != head['image_size']:
+        raise FRNError(f'--image_size {image_size} does not match the exported model in {inference_dir!r}, which '
+                       f'takes {head["image_size"]} px images; drop --image_size or export again with '
+                       f'--image_size {image_size}')
+    return InferenceFeatures(inference_dir, use_gpu, threads, log)

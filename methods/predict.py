@@ -1,0 +1,105 @@
+"""Few-shot prediction on your own images: class folders as the support, any images as queries.
+
+The support folder holds one subfolder per class with 1 to K images; classes may have
+different numbers of images. Each class's support is its own kr x d matrix (its k images'
+r positions), reconstructed from by FRN's ridge regression (methods/ridge.recon_dist,
+with lam = (kr / d) e^alpha for that class's kr). A query's score for a class is the
+negative mean squared reconstruction error over its r positions, as in
+FRN.get_neg_l2_dist; the probabilities are softmax(scale * score) over the classes.
+"""
+import os
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from data.filelist import IMAGE_EXTENSIONS
+from data.images import load_image
+from data.transforms import eval_transform
+from methods.ridge import recon_dist
+from utils import FRNError
+
+
+def _images_in(folder):
+    """Image files of a folder, sorted; hidden files (such as macOS's ._name.jpg) are left out."""
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')
+                  and os.path.isfile(os.path.join(folder, f)))
+
+
+def read_support(support_dir):
+    """[(class name, [image paths])], classes and images sorted; at least two classes, none empty."""
+    if not os.path.isdir(support_dir):
+        raise FRNError(f'--support {support_dir!r} is not a folder; give a folder with one subfolder of '
+                       f'example images per class')
+    classes = sorted(d for d in os.listdir(support_dir)
+                     if os.path.isdir(os.path.join(support_dir, d)) and not d.startswith('.'))
+    support = []
+    for name in classes:
+        images = _images_in(os.path.join(support_dir, name))
+        if not images:
+            raise FRNError(f'class folder {os.path.join(support_dir, name)!r} holds no images '
+                           f'({", ".join(IMAGE_EXTENSIONS)}); add 1 or more example images or remove the folder')
+        support.append((name, [os.path.join(support_dir, name, f) for f in images]))
+    if len(support) < 2:
+        found = f'only {support[0][0]!r}' if support else 'none'
+        raise FRNError(f'--support {support_dir!r} must hold at least 2 class subfolders (found {found}); '
+                       f'put each class\'s example images in {os.path.join(support_dir, "<class name>")}/')
+    return support
+
+
+def list_queries(query_path):
+    """One image file, or the images of a folder (sorted, not recursive)."""
+    if os.path.isfile(query_path):
+        return [query_path]
+    if not os.path.isdir(query_path):
+        raise FRNError(f'--query {query_path!r} does not exist; give an image file or a folder of images')
+    images = _images_in(query_path)
+    if not images:
+        raise FRNError(f'--query folder {query_path!r} holds no images ({", ".join(IMAGE_EXTENSIONS)}); '
+                       f'give an image file or a folder with images')
+    return [os.path.join(query_path, f) for f in images]
+
+
+def load_images(paths, image_size):
+    """Eval-transformed images [N, 3, S, S], float32 (an unreadable file is an FRNError naming it)."""
+    transform = eval_transform(image_size)
+    return np.stack([transform(load_image(p)) for p in paths])
+
+
+def neg_l2_dist(query_maps, support_maps, alpha, beta):
+    """query_maps [Q, r, d]; support_maps: one [k_c, r, d] per class (k_c may differ) -> scores [Q, way]."""
+    query_maps = paddle.to_tensor(query_maps)
+    n_query, resolution, d = query_maps.shape
+    query = paddle.reshape(query_maps, [n_query * resolution, d])  # Q*r, d
+    alpha, beta = (paddle.to_tensor(v, dtype=query.dtype) for v in (alpha, beta))
+    recon = []
+    for maps in support_maps:
+        support = paddle.reshape(paddle.to_tensor(maps), [1, -1, d])  # 1, k_c*r, d: this class alone
+        recon.append(recon_dist(query, support, alpha, beta))  # Q*r, 1
+    recon = paddle.concat(recon, axis=1)  # Q*r, way
+    return -paddle.mean(paddle.reshape(recon, [n_query, resolution, len(support_maps)]), axis=1)  # Q, way
+
+
+def class_probabilities(query_maps, support_maps, alpha, beta, scale):
+    """softmax over the classes of scale * neg_l2_dist: [Q, way] numpy, rows sum to 1."""
+    neg_l2 = neg_l2_dist(query_maps, support_maps, alpha, beta)
+    return F.softmax(neg_l2 * scale, axis=1).numpy()
+
+
+def predict(features, support, queries):
+    """Classify every query among the support classes with a feature extractor of methods/export.py.
+
+    support: [(class name, [image paths])] as read_support gives; queries: image paths.
+    Returns {'classes', 'support': {class: n images}, 'queries', 'probabilities' [Q, way],
+    'predictions' [class name per query]}.
+    """
+    all_support = features(load_images([p for _, paths in support for p in paths], features.image_size))
+    support_maps, start = [], 0
+    for _, paths in support:
+        support_maps.append(all_support[start:start + len(paths)])  # k_c, r, d
+        start += len(paths)
+    query_maps = features(load_images(queries, features.image_size))
+    probs = class_probabilities(query_maps, support_maps, features.alpha, features.beta, features.scale)
+    classes = [name for name, _ in support]
+    return {'classes': classes, 'support': {name: len(paths) for name, paths in support}, 'queries': queries,
+            'probabilities': probs, 'predictions': [classes[i] for i in probs.argmax(axis=1)]}

@@ -1,0 +1,63 @@
+"""Export a trained FRN's feature extractor as a Paddle inference model (+ frn_head.json with scale, r, resolution).
+
+    python tools/export_model.py --model ResNet12 --model_path best_model.pdparams --save_dir inference/ [--image_size 84]
+
+Writes <save_dir>/model.json + model.pdiparams (paddle.jit.to_static with
+InputSpec([None, 3, S, S]) and paddle.jit.save) computing FRN.get_feature_map:
+images [N, 3, S, S] -> feature maps [N, resolution, d]. Then it loads the export back
+through paddle.inference and checks that it gives the dygraph model's feature maps.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import utils  # noqa: E402  (first: it quiets paddle's import-time warning)
+from utils import FRNError  # noqa: E402
+
+CHECK_TOLERANCE = 1e-4  # max |exported - dygraph| / max |dygraph| over the check images
+
+
+def check_export(model_path, backbone, save_dir, image_size, threads, n_images=4):
+    """Max abs difference between the exported and the dygraph feature maps, and the backend used."""
+    import numpy as np
+    from methods.export import DygraphFeatures, InferenceFeatures
+    images = np.random.RandomState(0).randn(n_images, 3, image_size, image_size).astype(np.float32)
+    reference = DygraphFeatures(model_path, backbone, image_size)(images)
+    exported = InferenceFeatures(save_dir, threads=threads)
+    diff = float(np.abs(exported(images) - reference).max())
+    return diff, diff / float(np.abs(reference).max()), exported.backend
+
+
+@utils.cli_main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--model', required=True, choices=['ResNet12', 'Conv4'], help='backbone of the checkpoint')
+    parser.add_argument('--model_path', required=True, help='trained weights (.pdparams)')
+    parser.add_argument('--save_dir', required=True, help='output folder (model.json, model.pdiparams, frn_head.json)')
+    parser.add_argument('--image_size', type=int, default=84, help='input side in pixels the model will be fed')
+    parser.add_argument('--threads', type=int, default=utils.default_threads(), help='CPU math threads')
+    parser.add_argument('--no_check', action='store_true',
+                        help='skip loading the export back and comparing it with the dygraph model')
+    args = parser.parse_args(argv)
+    if args.image_size < 16:
+        raise FRNError(f'--image_size must be at least 16 (four 2x2 poolings), not {args.image_size}')
+    utils.set_threads(args.threads)
+    from methods.export import export_model
+    head = export_model(args.model_path, args.model, args.save_dir, args.image_size)
+    print(f'exported {args.model} ({args.model_path}) to {args.save_dir}: input [N, 3, {args.image_size}, '
+          f'{args.image_size}] -> feature map [N, {head["resolution"]}, {head["d"]}]; scale {head["scale"]:.6g}, '
+          f'r [{head["r"][0]:.6g}, {head["r"][1]:.6g}]')
+    if not args.no_check:
+        diff, relative, backend = check_export(args.model_path, args.model, args.save_dir, args.image_size,
+                                               args.threads)
+        print(f'checked with {backend}: max abs difference from dygraph {diff:.3g} '
+              f'({relative:.3g} of the largest value; tolerance {CHECK_TOLERANCE:g})')
+        if not relative <= CHECK_TOLERANCE:
+            raise FRNError(f'the exported model differs from the dygraph model by {relative:.3g} (relative), more '
+                           f'than {CHECK_TOLERANCE:g}; this Paddle build may mis-run the program, report it')
+
+
+if __name__ == '__main__':
+    main()
