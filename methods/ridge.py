@@ -9,9 +9,10 @@ with lam = (kr / d) e^alpha + 1e-6 and rho = e^beta; the distance is ||q_bar - q
 
 The official code always inverts the d x d matrix (640 x 640 per class for ResNet-12)
 and forms a way x M x d tensor for the distances. `solver='cholesky'` (the default)
-factors the smaller of the two matrices instead and never forms an inverse; in the
-kr x kr form it also never forms anything of size way x M x d. `solver='inverse'`
-keeps the official computation for comparison.
+works with the smaller of the two matrices instead: it factors it as L L^T and uses
+only L^-1, whose condition number is the square root of the matrix's; in the kr x kr
+form it never forms anything of size way x M x d. `solver='inverse'` keeps the
+official computation for comparison.
 """
 import paddle
 
