@@ -48,13 +48,15 @@ def add_common(parser):
     g.add_argument('--threads', type=int, default=default_threads(), help='CPU math threads')
     g = parser.add_argument_group('speed')
     g.add_argument('--cache_dir', default=None,
-                   help='pre-resized image cache (uint8 memmap + manifest) to read images from instead of decoding '
-                        'the files; built on first use when missing')
+                   help='read images from pre-resized uint8 copies in this folder (built on first use, or with '
+                        'tools/build_image_cache.py) instead of decoding the files: val/test bit-identical, train '
+                        'resized to a shorter side of 128 px (at --image_size 84)')
     g.add_argument('--no_feature_cache', action='store_true',
                    help='evaluate episode by episode, running the backbone on every image of every episode, '
                         'instead of embedding each image once and reusing its feature map')
     g.add_argument('--max_cache_mb', type=float, default=2048,
-                   help='memory for cached feature maps; larger splits are evaluated in shards')
+                   help='memory (MB) for the feature maps of evaluation; beyond it they go to a temporary '
+                        'memory-mapped file (test.py: in --cache_dir if given; else the temp folder)')
     return parser
 
 
@@ -128,11 +130,19 @@ def start(args, log_path):
 
 
 def read_splits(args, *splits):
+    """The named splits; with --cache_dir, served from the image cache (built on first use)."""
     if args.dataset == 'omniglot':
         from data.omniglot import read_omniglot
+        if args.cache_dir:
+            print('note: Omniglot is decoded into memory already; --cache_dir is not used')
         return [read_omniglot(args.data_path, split, scheme=args.omniglot_split) for split in splits]
     from data.filelist import read_split
-    return [read_split(args.data_path, split) for split in splits]
+    lists = [read_split(args.data_path, split) for split in splits]
+    if args.cache_dir:
+        from data.image_cache import open_cache
+        lists = [open_cache(split_list, args.cache_dir, split, args.image_size, num_workers=args.num_workers)
+                 for split_list, split in zip(lists, splits)]
+    return lists
 
 
 def episode_loader(args, split, n_way, n_episode, aug=False):

@@ -21,6 +21,7 @@ import paddle  # noqa: E402
 
 import cli  # noqa: E402
 from methods.episodes import evaluate  # noqa: E402
+from methods.feature_cache import FeatureCache  # noqa: E402
 from methods.FRN import FRN  # noqa: E402
 from utils import FRNError, atomic_write_json, cli_main, load_model, mean_confidence_interval  # noqa: E402
 
@@ -60,15 +61,23 @@ def main(argv=None):
     log(f'loaded {args.model_path}' + (f' (not needed for testing: {", ".join(dropped)})' if dropped else ''))
     log(f'test: {test_split.n_classes} classes, {len(test_split)} images from {test_split.source}')
     loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode)
+    # one cache for all tasks: the model does not change, so each image is embedded once in all
+    cache = False if args.no_feature_cache else FeatureCache(model, loader.dataset, args.max_cache_mb,
+                                                            num_workers=args.num_workers, spill_dir=args.cache_dir)
+    log('evaluation: ' + ('per episode, the backbone on every image of every episode (--no_feature_cache)'
+                          if cache is False else 'each image embedded once, heads run on the cached feature maps'))
 
     start, tasks, all_accs = time.time(), [], []
     for task in range(args.test_task_nums):
         loader.set_epoch(task)  # task t has its own fixed episodes
-        accs, _ = evaluate(model, loader, args.test_n_way, args.n_shot, args.n_query, desc=f'task {task}')
+        accs, _ = evaluate(model, loader, args.test_n_way, args.n_shot, args.n_query, desc=f'task {task}',
+                           feature_cache=cache)
         acc, ci = mean_confidence_interval(accs)
         tasks.append({'acc': acc, 'ci95': ci, 'episodes': len(accs)})
         all_accs.extend(accs)
         log(f'{len(accs)} Test Acc = {acc:.2f}% +- {ci:.2f}%')
+    if cache is not False:
+        log(cache.describe())
     acc, ci = mean_confidence_interval(all_accs)
     log(f'Mean of {len(tasks)} task(s), {len(all_accs)} episodes: Test Acc = {acc:.2f}% +- {ci:.2f}% '
         f'({args.test_n_way}-way {args.n_shot}-shot, {args.n_query} queries, {time.time() - start:.1f} s)')
@@ -77,6 +86,7 @@ def main(argv=None):
                        'method': args.method, 'n_way': args.test_n_way, 'n_shot': args.n_shot,
                        'n_query': args.n_query, 'test_task_nums': args.test_task_nums,
                        'test_n_episode': args.test_n_episode, 'image_size': args.image_size, 'seed': args.seed,
+                       'feature_cache': cache is not False,
                        'paddle': paddle.__version__, 'seconds': round(time.time() - start, 1)},
                       stem + '.json')
     log(f'results written to {stem}.json')

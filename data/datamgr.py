@@ -3,24 +3,45 @@
 Names follow the CloserLook/DeepBDC lineage (`SimpleDataManager`, `SetDataManager`).
 Loaders have a `set_epoch(epoch)` method; call it before each epoch.
 """
+import os
+import signal
+import threading
+
 import paddle
 
 from data.dataset import EpisodicBatchSampler, SetDataset, ShuffleBatchSampler, SimpleDataset
 from data.transforms import get_transform
 from utils import FRNError
 
-# Seconds a worker may take for one batch before the loader gives up instead of hanging.
-WORKER_TIMEOUT = 300
+# What paddle's DataLoader workers do (paddle 3.3.1, measured; see README "Data loading workers"):
+# - `timeout` is only how often the loader checks that its workers are alive: a dead worker
+#   (killed, out of memory) is noticed at the next check, but a stuck worker is waited for forever.
+# - Shared memory carries batches from the workers faster than pipes, but when /dev/shm is small
+#   (Docker's default is 64 MB) the workers die with a bus error.
+# So: a short check interval, our own limit on the wait for a batch, and shared memory only
+# with room to spare.
+WORKER_CHECK_SECONDS = 10
+WORKER_STALL_SECONDS = 600
+SHARED_MEMORY_MIN_FREE = 2 * 2**30
+
+
+def shared_memory_is_roomy(path='/dev/shm'):
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize >= SHARED_MEMORY_MIN_FREE
 
 
 class EpochLoader:
-    """A DataLoader plus its sampler, so the epoch can be set; worker failures become clear errors."""
+    """A DataLoader plus its sampler, so the epoch can be set; worker failures become clear errors, not hangs."""
 
     def __init__(self, dataset, batch_sampler, num_workers):
         self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers
+        self.use_shared_memory = num_workers > 0 and shared_memory_is_roomy()
         self.loader = paddle.io.DataLoader(
             dataset, batch_sampler=batch_sampler, num_workers=num_workers, return_list=True,
-            use_shared_memory=False, timeout=WORKER_TIMEOUT if num_workers > 0 else 0)
+            use_shared_memory=self.use_shared_memory, timeout=WORKER_CHECK_SECONDS if num_workers > 0 else 0)
 
     def set_epoch(self, epoch):
         self.batch_sampler.set_epoch(epoch)
@@ -29,20 +50,92 @@ class EpochLoader:
         return len(self.batch_sampler)
 
     def __iter__(self):
+        if self.num_workers == 0:
+            yield from self.loader
+            return
         iterator = iter(self.loader)
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except FRNError:
-                raise
-            except (RuntimeError, SystemError, OSError) as err:
-                if self.num_workers == 0:
-                    raise
-                raise FRNError(f'a data loading worker failed ({type(err).__name__}: {str(err).strip()[:300]}); '
-                               f'rerun with --num_workers 0 to load in the main process and see the cause') from None
-            yield batch
+        try:
+            with _WorkerWatch(iterator, self.num_workers) as watch:
+                while True:
+                    watch.arm()
+                    try:
+                        batch = next(iterator)
+                    except StopIteration:
+                        return
+                    except (RuntimeError, SystemError, OSError) as err:
+                        raise FRNError(watch.explain(err)) from None
+                    finally:
+                        watch.disarm()
+                    yield batch
+        finally:
+            # stop the workers now, also after an error or an early exit: left waiting, they
+            # keep the interpreter from exiting while anything still refers to the iterator
+            shutdown = getattr(iterator, '_try_shutdown_all', None)
+            if shutdown:
+                shutdown()
+
+
+class _WorkerWatch:
+    """Turns what paddle's worker processes do wrong into one clear message.
+
+    A worker's exception reaches the main process only as "Blocking queue is killed"; the
+    original is raised in paddle's reader thread, where we catch it (threading.excepthook).
+    A batch that takes longer than WORKER_STALL_SECONDS means a stuck worker: the workers
+    are killed, which paddle notices and reports.
+    """
+
+    def __init__(self, iterator, num_workers):
+        self.iterator, self.num_workers = iterator, num_workers
+        self.worker_error, self.stalled, self.timer = None, False, None
+
+    def __enter__(self):
+        self.previous_hook = threading.excepthook
+        threading.excepthook = self._hook
+        return self
+
+    def __exit__(self, *exc):
+        self.disarm()
+        threading.excepthook = self.previous_hook
+
+    def _hook(self, args):
+        if getattr(args.thread, 'name', '').endswith('(_thread_loop)') and self.worker_error is None:
+            self.worker_error = args.exc_value  # paddle's re-raise of the worker's exception
+        else:
+            self.previous_hook(args)
+
+    def arm(self):
+        self.timer = threading.Timer(WORKER_STALL_SECONDS, self._stall)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def disarm(self):
+        if self.timer:
+            self.timer.cancel()
+
+    def _stall(self):
+        self.stalled = True
+        for worker in getattr(self.iterator, '_workers', []):
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGKILL)
+
+    def explain(self, err):
+        fix = 'rerun with --num_workers 0 to load in the main process'  # where errors surface as they are
+        if self.stalled:
+            return (f'no batch came from the {self.num_workers} data loading workers in {WORKER_STALL_SECONDS} s, '
+                    f'so they were stopped: a worker is stuck (for example on a hung network file system); {fix}')
+        if self.worker_error is not None:
+            last = str(self.worker_error).strip().splitlines()[-1]  # "module.Type: message" of the worker
+            name, _, message = last.partition(': ')
+            if name.split('.')[-1] == FRNError.__name__:
+                return message
+            return f'a data loading worker raised {last}; for the full traceback, {fix}'
+        return (f'a data loading worker died: it was killed, or ran out of memory, or /dev/shm is full '
+                f'(with shared memory); lower --num_workers, or {fix}')
+
+
+def split_transform(split, image_size, aug, dataset):
+    """The dataset's transform, minus the steps an image cache already did (`CachedSplit.prepared`)."""
+    return get_transform(image_size, aug, dataset, prepared=getattr(split, 'prepared', None))
 
 
 def check_num_workers(num_workers):
@@ -59,7 +152,7 @@ class SimpleDataManager:
         self.num_workers = check_num_workers(num_workers)
 
     def get_data_loader(self, split, aug, shuffle=True, drop_last=True):
-        dataset = SimpleDataset(split, get_transform(self.image_size, aug, self.dataset))
+        dataset = SimpleDataset(split, split_transform(split, self.image_size, aug, self.dataset))
         sampler = ShuffleBatchSampler(len(dataset), self.batch_size, shuffle=shuffle, drop_last=drop_last,
                                       seed=self.seed)
         return EpochLoader(dataset, sampler, self.num_workers)
@@ -75,7 +168,7 @@ class SetDataManager:
         self.num_workers = check_num_workers(num_workers)
 
     def get_data_loader(self, split, aug):
-        dataset = SetDataset(split, get_transform(self.image_size, aug, self.dataset))
+        dataset = SetDataset(split, split_transform(split, self.image_size, aug, self.dataset))
         sampler = EpisodicBatchSampler(split.n_classes, self.n_way, self.n_episode, self.n_support + self.n_query,
                                        dataset.class_sizes, seed=self.seed)
         return EpochLoader(dataset, sampler, self.num_workers)

@@ -136,7 +136,8 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         scheduler.step()
 
         if args.val == 'meta':
-            val_accs, val_loss = evaluate(model, val_loader, *val_episode)
+            val_accs, val_loss = evaluate(model, val_loader, *val_episode, feature_cache=not args.no_feature_cache,
+                                          max_cache_mb=args.max_cache_mb)
             val_acc, _ = mean_confidence_interval(val_accs)
             if val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch

@@ -1,0 +1,157 @@
+"""Few-shot evaluation from cached feature maps: every image goes through the backbone once.
+
+In eval mode BatchNorm uses its running statistics and the eval transform is fixed, so an
+image's feature map does not depend on the episode it is drawn in. The per-episode
+protocol (the official code's, and `--no_feature_cache`) runs the backbone on all
+way * (shot + query) images of every episode: 10,000 x 80 forward passes for FRN's
+10,000 5-way 1-shot test episodes on mini-ImageNet, where its 12,000 test images would
+do. `FeatureCache` embeds each image the episodes use once and keeps its feature map;
+`cached_neg_l2_dists` then runs each episode's FRN head on the stored maps.
+
+Exactness. The head gets the same numbers, in the same layout, through the same code
+(`FRN.get_neg_l2_dist`) as on the per-episode path. Paddle's CPU convolution computes
+the images of a batch one by one, so a feature map is bitwise the same in a batch of
+distinct images as in its episode's batch. Distances, predictions and accuracies are
+therefore identical, which tests/test_feature_cache.py asserts. On a GPU, cuDNN may pick
+another algorithm for another batch size: maps may then differ in the last bits, and a
+prediction only where two classes tie to within that.
+
+Memory. Float32 maps, resolution x d x 4 bytes per image: 64,000 bytes for ResNet-12 at
+84 px (25 positions x 640 channels), so 768 MB for mini-ImageNet's 12,000 test images,
+and 77 MB with Conv-4 (25 x 64). Only images that the episodes use are embedded. When
+the split's maps could exceed `max_cache_mb`, they go to a temporary memory-mapped file
+instead (in `spill_dir`, else the system temp folder), deleted afterwards: each image is
+still embedded once, and the OS keeps in RAM what fits.
+"""
+import os
+import shutil
+import tempfile
+import time
+import weakref
+
+import numpy as np
+import paddle
+
+from data.datamgr import EpochLoader
+from data.dataset import SimpleDataset
+from utils import progress
+
+BATCH_SIZE = 64  # images per backbone pass while filling the cache
+DEFAULT_MAX_CACHE_MB = 2048
+
+
+def uncacheable_reason(loader):
+    """Why the loader's episodes cannot be evaluated from cached maps, or None when they can."""
+    dataset, sampler = getattr(loader, 'dataset', None), getattr(loader, 'batch_sampler', None)
+    if not hasattr(sampler, 'episode') or not hasattr(dataset, 'image_indices'):
+        return 'the loader gives no random access to its episodes'
+    if not getattr(dataset.transform, 'deterministic', False):
+        return 'its transform is random (augmentation), so an image has no single feature map'
+    return None
+
+
+class FeatureCache:
+    """Feature maps of one split's images under one model and one fixed transform.
+
+    Valid while the model's weights stay as they are: the trainer builds one per
+    validation, test.py one for all its tasks. `dataset` is the loader's SetDataset.
+    """
+
+    def __init__(self, model, dataset, max_cache_mb=DEFAULT_MAX_CACHE_MB, batch_size=BATCH_SIZE, num_workers=0,
+                 spill_dir=None):
+        self.model, self.dataset = model, dataset
+        self.max_bytes = float(max_cache_mb) * 1e6
+        self.batch_size, self.num_workers, self.spill_dir = batch_size, num_workers, spill_dir
+        self.cached = np.zeros(len(dataset.split), dtype=bool)
+        self.maps = None        # [images of the split, resolution, d] float32; rows of cached images are filled
+        self.spill_path = None  # the memory-mapped file, when the maps are on disk
+        self.embed_seconds = 0.0
+
+    @property
+    def n_cached(self):
+        return int(self.cached.sum())
+
+    def image_bytes(self):
+        return 0 if self.maps is None else self.maps[0].nbytes
+
+    def describe(self):
+        """One line for the log: how many maps, their size and where they are."""
+        if self.maps is None:
+            return 'feature cache: empty'
+        _, resolution, d = self.maps.shape
+        where = f'on disk in {self.spill_path}' if self.spill_path else 'in memory'
+        return (f'feature cache: {self.n_cached} images x {resolution} x {d} float32 = '
+                f'{self.n_cached * self.image_bytes() / 1e6:.0f} MB {where} '
+                f'(embedded in {self.embed_seconds:.1f} s)')
+
+    def _allocate(self, map_shape):
+        shape = (len(self.cached),) + tuple(map_shape)
+        nbytes = int(np.prod(shape)) * 4
+        if nbytes <= self.max_bytes:
+            # untouched pages of np.empty take no memory: only the rows written count
+            self.maps = np.empty(shape, dtype=np.float32)
+            return
+        folder = tempfile.mkdtemp(prefix='frn-feature-cache-', dir=self.spill_dir)
+        weakref.finalize(self, shutil.rmtree, folder, True)
+        self.spill_path = os.path.join(folder, 'feature_maps.f32')
+        self.maps = np.memmap(self.spill_path, dtype=np.float32, mode='w+', shape=shape)
+
+    def ensure(self, indices, desc='embed'):
+        """Embed the images among `indices` (positions in the split) that are not cached yet."""
+        wanted = np.unique(np.asarray(indices, dtype=np.int64))
+        missing = wanted[~self.cached[wanted]]
+        if not len(missing):
+            return
+        start = time.perf_counter()
+        batches = [missing[s:s + self.batch_size].tolist() for s in range(0, len(missing), self.batch_size)]
+        images = EpochLoader(SimpleDataset(self.dataset.split, self.dataset.transform), batches, self.num_workers)
+        self.model.eval()
+        with paddle.no_grad():
+            for batch, (x, _) in zip(batches, progress(images, desc=desc, total=len(batches))):
+                feature_map = self.model.get_feature_map(x).numpy()  # B, resolution, d
+                if self.maps is None:
+                    self._allocate(feature_map.shape[1:])
+                self.maps[batch] = feature_map
+                self.cached[batch] = True
+        self.embed_seconds += time.perf_counter() - start
+
+    def episode_feature_maps(self, episode, shot):
+        """Maps of one sampler episode in the official layout: supports by class, then queries by class."""
+        per_class = [self.dataset.image_indices(cls, positions) for cls, positions, _ in episode]
+        order = [i for idx in per_class for i in idx[:shot]] + [i for idx in per_class for i in idx[shot:]]
+        if not self.cached[order].all():
+            raise RuntimeError('episode images are not in the feature cache; call ensure() first')
+        return self.maps[order]
+
+
+class _StoredFeatureMaps:
+    """The FRN model, but `get_feature_map` passes stored maps through: FRN.get_neg_l2_dist on
+    these runs exactly the head code of the per-episode path."""
+
+    def __init__(self, model):
+        self._model = model
+
+    @staticmethod
+    def get_feature_map(feature_map):
+        return feature_map
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def cached_neg_l2_dists(model, cache, sampler, way, shot, query, desc=None):
+    """Embed what the sampler's episodes need, then yield each episode's [way * query, way] negative distances."""
+    if sampler.n_per_class != shot + query or sampler.n_way != way:
+        raise ValueError(f'the sampler draws {sampler.n_way}-way episodes of {sampler.n_per_class} images per class, '
+                         f'not {way}-way {shot}+{query}')
+    episodes = [sampler.episode(i) for i in range(len(sampler))]
+    cache.ensure([i for episode in episodes for cls, positions, _ in episode
+                  for i in cache.dataset.image_indices(cls, positions)],
+                 desc=f'{desc} (embed)' if desc else 'embed')
+    head = _StoredFeatureMaps(model)
+    get_neg_l2_dist = type(model).get_neg_l2_dist
+    for episode in progress(episodes, desc=desc):
+        feature_map = paddle.to_tensor(cache.episode_feature_maps(episode, shot))
+        with paddle.no_grad():
+            neg_l2 = get_neg_l2_dist(head, feature_map, way, shot, query)
+        yield neg_l2

@@ -1,0 +1,79 @@
+"""DataLoader workers: the same batches as without them, and every way a worker can fail is a clear error, not a hang."""
+import os
+import signal
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+import data.datamgr as datamgr
+from data.datamgr import EpochLoader, shared_memory_is_roomy
+from utils import FRNError
+
+BATCHES = [list(range(s, s + 8)) for s in range(0, 64, 8)]
+
+
+class Items(paddle.io.Dataset):
+    """Item i is an image-sized array filled with i; item 21 misbehaves as told."""
+
+    def __init__(self, fault=None):
+        self.fault = fault
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        if i == 21 and self.fault == 'frn_error':
+            raise FRNError('image x.jpg does not exist; regenerate the file list')
+        if i == 21 and self.fault == 'bug':
+            raise ZeroDivisionError('division by zero')
+        if i == 21 and self.fault == 'killed':
+            os.kill(os.getpid(), signal.SIGKILL)
+        if i == 21 and self.fault == 'stuck':
+            time.sleep(3600)
+        return np.full((3, 84, 84), i, dtype=np.float32), np.int64(i)
+
+
+def load_all(fault=None, num_workers=2):
+    return [(x.numpy(), y.numpy()) for x, y in EpochLoader(Items(fault), BATCHES, num_workers)]
+
+
+@pytest.mark.parametrize('free_shared_memory_needed', [0, 2**62])
+def test_workers_give_the_batches_of_the_main_process_with_or_without_shared_memory(monkeypatch,
+                                                                                     free_shared_memory_needed):
+    monkeypatch.setattr(datamgr, 'SHARED_MEMORY_MIN_FREE', free_shared_memory_needed)
+    assert EpochLoader(Items(), BATCHES, 2).use_shared_memory == (free_shared_memory_needed == 0)
+    for (x0, y0), (x2, y2) in zip(load_all(num_workers=0), load_all(num_workers=2)):
+        np.testing.assert_array_equal(x0, x2)
+        np.testing.assert_array_equal(y0, y2)
+
+
+def test_shared_memory_is_off_without_a_roomy_dev_shm(tmp_path):
+    assert not shared_memory_is_roomy(str(tmp_path / 'nowhere'))
+    assert not EpochLoader(Items(), BATCHES, 0).use_shared_memory  # and never asked for without workers
+
+
+def test_a_workers_frn_error_arrives_with_its_own_message():
+    with pytest.raises(FRNError, match='^image x.jpg does not exist; regenerate the file list$'):
+        load_all('frn_error')
+
+
+def test_a_workers_bug_names_the_exception_and_how_to_see_the_traceback():
+    with pytest.raises(FRNError, match='raised ZeroDivisionError: division by zero.*--num_workers 0'):
+        load_all('bug')
+
+
+def test_a_killed_worker_is_an_error_within_the_check_interval(monkeypatch):
+    monkeypatch.setattr(datamgr, 'WORKER_CHECK_SECONDS', 1)
+    start = time.time()
+    with pytest.raises(FRNError, match='worker died.*lower --num_workers'):
+        load_all('killed')
+    assert time.time() - start < 60
+
+
+def test_a_stuck_worker_is_stopped_with_an_error(monkeypatch):
+    monkeypatch.setattr(datamgr, 'WORKER_CHECK_SECONDS', 1)
+    monkeypatch.setattr(datamgr, 'WORKER_STALL_SECONDS', 3)
+    with pytest.raises(FRNError, match='no batch came from the 2 data loading workers in 3 s.*stuck'):
+        load_all('stuck')
