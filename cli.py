@@ -117,15 +117,23 @@ def command_line():
 
 
 def start(args, log_path):
-    """Threads, device and seed; the log opens with the command, every argument, Paddle and the device."""
+    """Threads, device, seed and (under paddle.distributed.launch) the process group.
+
+    The log opens with the command, every argument, Paddle and the device. Only rank 0
+    writes the log file; other ranks print to their own console (the launcher's workerlog.N).
+    """
     import paddle
+
+    from methods import parallel
     threads = set_threads(args.threads)
     select_device(args.gpu)
+    rank, world = parallel.init()
     paddle.seed(args.seed)
-    log = Logger(log_path)
+    log = Logger(log_path if rank == 0 else None)
     log(f'==== {datetime.datetime.now().isoformat(timespec="seconds")} {command_line()}')
     log('args: ' + ', '.join(f'{k}={v}' for k, v in sorted(vars(args).items())))
-    log(f'paddle {paddle.__version__} | device {paddle.device.get_device()} | threads {threads}')
+    log(f'paddle {paddle.__version__} | device {paddle.device.get_device()} | threads {threads}'
+        + (f' | rank {rank} of {world} processes' if world > 1 else ''))
     return log
 
 
@@ -145,11 +153,17 @@ def read_splits(args, *splits):
     return lists
 
 
-def episode_loader(args, split, n_way, n_episode, aug=False):
-    """Episodes of `n_way`-way args.n_shot-shot args.n_query-query from `split`."""
+def episode_loader(args, split, n_way, n_episode, aug=False, shared=False):
+    """Episodes of `n_way`-way args.n_shot-shot args.n_query-query from `split`.
+
+    shared=True splits the episodes among the ranks of a distributed run (each rank gets its own).
+    """
     from data.datamgr import SetDataManager
+    from methods import parallel
+    rank, world = (parallel.rank(), parallel.world_size()) if shared else (0, 1)
     return SetDataManager(args.image_size, n_way, args.n_shot, args.n_query, n_episode, num_workers=args.num_workers,
-                          seed=args.seed, dataset=args.dataset).get_data_loader(split, aug=aug)
+                          seed=args.seed, dataset=args.dataset, rank=rank, world_size=world).get_data_loader(
+                              split, aug=aug)
 
 
 def run_dir(args, kind):

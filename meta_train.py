@@ -20,6 +20,7 @@ import paddle.nn.functional as F  # noqa: E402
 
 import cli  # noqa: E402
 from methods.episodes import accuracy, episode_images, query_targets  # noqa: E402
+from methods import parallel  # noqa: E402
 from methods.FRN import FRN, auxrank  # noqa: E402
 from methods.trainer import train  # noqa: E402
 from utils import FRNError, cli_main, load_model  # noqa: E402
@@ -32,7 +33,9 @@ def parse_args(argv=None):
     g = parser.add_argument_group('meta-training')
     g.add_argument('--method', default='meta_frn', choices=['meta_frn'], help='training method')
     g.add_argument('--train_n_way', type=int, default=20, help='classes per training episode')
-    g.add_argument('--train_n_episode', type=int, default=1000, help='training episodes per epoch')
+    g.add_argument('--train_n_episode', type=int, default=1000,
+                   help='training episodes per epoch; under paddle.distributed.launch the total over all '
+                        'processes, each taking its share (one episode per process per step)')
     g.add_argument('--pretrain_path', default=None,
                    help='pretrained weights to start from (best_model.pdparams of pretrain.py, or a converted '
                         'official checkpoint); without it, training starts from a random initialisation')
@@ -62,7 +65,11 @@ def main(argv=None):
     run_dir = cli.run_dir(args, 'metatrain')
     train_split, val_split = cli.read_splits(args, 'train', 'val')
     log = cli.start(args, os.path.join(run_dir, 'output.log'))
-    train_loader = cli.episode_loader(args, train_split, args.train_n_way, args.train_n_episode, aug=True)
+    if args.train_n_episode % parallel.world_size():
+        raise FRNError(f'--train_n_episode {args.train_n_episode} must be divisible by the {parallel.world_size()} '
+                       f'processes, so that every process takes the same number of steps')
+    train_loader = cli.episode_loader(args, train_split, args.train_n_way, args.train_n_episode, aug=True,
+                                      shared=True)
     val_loader = cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode) if args.val == 'meta' else None
     model = FRN(way=args.train_n_way, shots=[args.n_shot, args.n_query], backbone=args.model,
                 image_size=args.image_size)

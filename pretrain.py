@@ -19,6 +19,7 @@ import paddle.nn.functional as F  # noqa: E402
 import cli  # noqa: E402
 from data.datamgr import SimpleDataManager  # noqa: E402
 from methods.episodes import accuracy  # noqa: E402
+from methods import parallel  # noqa: E402
 from methods.FRN import FRN  # noqa: E402
 from methods.trainer import train  # noqa: E402
 from utils import FRNError, cli_main  # noqa: E402
@@ -30,7 +31,9 @@ def parse_args(argv=None):
     cli.add_training(parser, lr=0.05, epoch=150, milestones=[80, 120])
     g = parser.add_argument_group('pretraining')
     g.add_argument('--method', default='stl_frn', choices=['stl_frn'], help='training method')
-    g.add_argument('--batch_size', type=int, default=128, help='images per batch')
+    g.add_argument('--batch_size', type=int, default=128,
+                   help='images per batch; under paddle.distributed.launch this is the global batch, split '
+                        'evenly among the processes')
     g.add_argument('--num_classes', type=int, default=64,
                    help='base classes; when the data has another number, the data wins (with a warning)')
     g.add_argument('--train_n_way', type=int, default=20,
@@ -59,7 +62,8 @@ def main(argv=None):
             f'{train_split.source}; using {train_split.n_classes}')
         args.num_classes = train_split.n_classes
     train_loader = SimpleDataManager(args.image_size, args.batch_size, num_workers=args.num_workers, seed=args.seed,
-                                     dataset=args.dataset).get_data_loader(train_split, aug=True)
+                                     dataset=args.dataset, rank=parallel.rank(), world_size=parallel.world_size(),
+                                     ).get_data_loader(train_split, aug=True)
     val_loader = cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode) if args.val == 'meta' else None
     model = FRN(backbone=args.model, is_pretraining=True, num_cat=args.num_classes, image_size=args.image_size)
     log(f'train: {len(train_split)} images of {train_split.n_classes} classes, {len(train_loader)} batches per epoch'

@@ -17,9 +17,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning)
+import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 import cli  # noqa: E402
+from methods import parallel  # noqa: E402
 from methods.episodes import evaluate  # noqa: E402
 from methods.feature_cache import FeatureCache  # noqa: E402
 from methods.FRN import FRN  # noqa: E402
@@ -49,6 +51,12 @@ def parse_args(argv=None):
     return args
 
 
+def gather_episodes(accs, sampler):
+    """Under paddle.distributed.launch each rank evaluates its share of the episodes; put them back in order."""
+    shares = parallel.gather_objects([(sampler.global_index(i), acc) for i, acc in enumerate(accs)])
+    return np.array([acc for _, acc in sorted(pair for share in shares for pair in share)])
+
+
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
@@ -60,7 +68,7 @@ def main(argv=None):
     dropped, _ = load_model(model, args.model_path)
     log(f'loaded {args.model_path}' + (f' (not needed for testing: {", ".join(dropped)})' if dropped else ''))
     log(f'test: {test_split.n_classes} classes, {len(test_split)} images from {test_split.source}')
-    loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode)
+    loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode, shared=True)
     # one cache for all tasks: the model does not change, so each image is embedded once in all
     cache = False if args.no_feature_cache else FeatureCache(model, loader.dataset, args.max_cache_mb,
                                                             num_workers=args.num_workers, spill_dir=args.cache_dir)
@@ -72,6 +80,7 @@ def main(argv=None):
         loader.set_epoch(task)  # task t has its own fixed episodes
         accs, _ = evaluate(model, loader, args.test_n_way, args.n_shot, args.n_query, desc=f'task {task}',
                            feature_cache=cache)
+        accs = gather_episodes(accs, loader.batch_sampler)
         acc, ci = mean_confidence_interval(accs)
         tasks.append({'acc': acc, 'ci95': ci, 'episodes': len(accs)})
         all_accs.extend(accs)
@@ -81,6 +90,8 @@ def main(argv=None):
     acc, ci = mean_confidence_interval(all_accs)
     log(f'Mean of {len(tasks)} task(s), {len(all_accs)} episodes: Test Acc = {acc:.2f}% +- {ci:.2f}% '
         f'({args.test_n_way}-way {args.n_shot}-shot, {args.n_query} queries, {time.time() - start:.1f} s)')
+    if not parallel.is_main():
+        return
     atomic_write_json({'acc': acc, 'ci95': ci, 'tasks': tasks, 'checkpoint': os.path.abspath(args.model_path),
                        'dataset': args.dataset, 'data_path': os.path.abspath(args.data_path), 'model': args.model,
                        'method': args.method, 'n_way': args.test_n_way, 'n_shot': args.n_shot,

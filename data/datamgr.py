@@ -145,30 +145,36 @@ def check_num_workers(num_workers):
 
 
 class SimpleDataManager:
-    """Shuffled (image, label) batches for pretraining."""
+    """Shuffled (image, label) batches for pretraining; `batch_size` is the global batch over `world_size` ranks."""
 
-    def __init__(self, image_size, batch_size, num_workers=0, seed=0, dataset='mini_imagenet'):
+    def __init__(self, image_size, batch_size, num_workers=0, seed=0, dataset='mini_imagenet', rank=0, world_size=1):
         self.image_size, self.batch_size, self.seed, self.dataset = image_size, batch_size, seed, dataset
         self.num_workers = check_num_workers(num_workers)
+        self.rank, self.world_size = rank, world_size
 
     def get_data_loader(self, split, aug, shuffle=True, drop_last=True):
         dataset = SimpleDataset(split, split_transform(split, self.image_size, aug, self.dataset))
         sampler = ShuffleBatchSampler(len(dataset), self.batch_size, shuffle=shuffle, drop_last=drop_last,
-                                      seed=self.seed)
+                                      seed=self.seed, rank=self.rank, world_size=self.world_size)
         return EpochLoader(dataset, sampler, self.num_workers)
 
 
 class SetDataManager:
-    """Few-shot episodes: [n_way, n_support + n_query, 3, H, W] image batches."""
+    """Few-shot episodes: [n_way, n_support + n_query, 3, H, W] image batches.
+
+    With `world_size` ranks, each rank gets its share of the `n_episode` episodes.
+    """
 
     def __init__(self, image_size, n_way, n_support, n_query, n_episode, num_workers=0, seed=0,
-                 dataset='mini_imagenet'):
+                 dataset='mini_imagenet', rank=0, world_size=1):
         self.image_size, self.n_way, self.n_support, self.n_query = image_size, n_way, n_support, n_query
         self.n_episode, self.seed, self.dataset = n_episode, seed, dataset
         self.num_workers = check_num_workers(num_workers)
+        self.rank, self.world_size = rank, world_size
 
     def get_data_loader(self, split, aug):
         dataset = SetDataset(split, split_transform(split, self.image_size, aug, self.dataset))
         sampler = EpisodicBatchSampler(split.n_classes, self.n_way, self.n_episode, self.n_support + self.n_query,
-                                       dataset.class_sizes, seed=self.seed)
+                                       dataset.class_sizes, seed=self.seed, rank=self.rank,
+                                       world_size=self.world_size)
         return EpochLoader(dataset, sampler, self.num_workers)

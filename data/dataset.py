@@ -88,11 +88,12 @@ class SetDataset(paddle.io.Dataset):
 class EpisodicBatchSampler:
     """Episodes of `n_way` distinct classes with `n_per_class` distinct images each.
 
-    Episode `i` of epoch `e` depends only on (seed, e, i), so any episode can be
-    drawn directly (`episode(i)`), which the feature cache and distributed runs use.
+    Episode `g` of epoch `e` depends only on (seed, e, g), so any episode can be drawn
+    directly (`episode(i)`), which the feature cache uses. With several ranks, rank r
+    takes the global episodes r, r + world_size, ...: `n_episodes` stays the total.
     """
 
-    def __init__(self, n_classes, n_way, n_episodes, n_per_class, class_sizes, seed=0):
+    def __init__(self, n_classes, n_way, n_episodes, n_per_class, class_sizes, seed=0, rank=0, world_size=1):
         if n_way > n_classes:
             raise FRNError(f'{n_way}-way episodes need at least {n_way} classes, but the split has {n_classes}; '
                            f'lower the n_way flag')
@@ -102,41 +103,52 @@ class EpisodicBatchSampler:
                            f'class has only {smallest}; lower --n_shot or --n_query')
         self.n_classes, self.n_way, self.n_episodes = n_classes, n_way, n_episodes
         self.n_per_class, self.class_sizes, self.seed = n_per_class, list(class_sizes), seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
+    def global_index(self, i):
+        """Index in the whole epoch of this rank's i-th episode."""
+        return self.rank + i * self.world_size
+
     def episode(self, i):
-        """[(class, positions, augmentation seed)] * n_way."""
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        """This rank's i-th episode: [(class, positions, augmentation seed)] * n_way."""
+        rng = np.random.default_rng([self.seed, self.epoch, self.global_index(i)])
         classes = rng.choice(self.n_classes, self.n_way, replace=False)
         return [(int(c), tuple(int(p) for p in rng.choice(self.class_sizes[c], self.n_per_class, replace=False)),
                  int(rng.integers(2**31))) for c in classes]
 
     def __len__(self):
-        return self.n_episodes
+        return len(range(self.rank, self.n_episodes, self.world_size))
 
     def __iter__(self):
-        for i in range(self.n_episodes):
+        for i in range(len(self)):
             yield self.episode(i)
 
 
-class ShuffleBatchSampler:
-    """Shuffled batches of (index, augmentation seed), drawn from (seed, epoch)."""
+class ShuffleBatchSampler(paddle.io.DistributedBatchSampler):
+    """Shuffled batches of (index, augmentation seed), drawn from (seed, epoch).
 
-    def __init__(self, n_items, batch_size, shuffle=True, drop_last=True, seed=0):
+    `batch_size` is the global batch: with several ranks, rank r takes the r-th equal
+    slice of every global batch, so the batches of an epoch, and their order, are those
+    of a single-process run.
+    """
+
+    def __init__(self, n_items, batch_size, shuffle=True, drop_last=True, seed=0, rank=0, world_size=1):
         if drop_last and n_items < batch_size:
             raise FRNError(f'--batch_size {batch_size} is larger than the {n_items} training images; '
                            f'lower --batch_size')
-        self.n_items, self.batch_size, self.shuffle, self.drop_last, self.seed = n_items, batch_size, shuffle, drop_last, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+        if batch_size % world_size:
+            raise FRNError(f'--batch_size {batch_size} (the global batch) must be divisible by the '
+                           f'{world_size} processes')
+        super().__init__(range(n_items), batch_size // world_size, num_replicas=world_size, rank=rank,
+                         shuffle=shuffle, drop_last=drop_last)
+        self.n_items, self.global_batch, self.seed = n_items, batch_size, seed
 
     def __len__(self):
-        full, rest = divmod(self.n_items, self.batch_size)
+        full, rest = divmod(self.n_items, self.global_batch)
         return full if self.drop_last or not rest else full + 1
 
     def __iter__(self):
@@ -144,5 +156,6 @@ class ShuffleBatchSampler:
         order = rng.permutation(self.n_items) if self.shuffle else np.arange(self.n_items)
         seeds = rng.integers(2**31, size=self.n_items)
         for b in range(len(self)):
-            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield [(int(i), int(seeds[i])) for i in batch]
+            batch = order[b * self.global_batch:(b + 1) * self.global_batch]
+            share = np.array_split(batch, self.nranks)[self.local_rank]
+            yield [(int(i), int(seeds[i])) for i in share]

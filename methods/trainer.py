@@ -12,6 +12,12 @@ Run folder files:
   *.pdopt                  beside each of the last two: everything a resume needs (model, optimizer,
                            schedule, epoch, best accuracy, RNG states), in one atomic file
   output.log               the log
+
+Under paddle.distributed.launch every rank trains on its share of each batch or of
+each epoch's episodes, gradients are averaged (paddle.DataParallel), BatchNorm running
+statistics are averaged every epoch, and the epoch's metrics are averaged over ranks.
+Only rank 0 validates and writes files; the other ranks go on to the next epoch and
+meet it at the first gradient exchange.
 """
 import os
 import random
@@ -21,8 +27,20 @@ import numpy as np
 import paddle
 
 from curves import Scalars, save_curves
+from methods import parallel
 from methods.episodes import evaluate
 from utils import FRNError, atomic_save, mean_confidence_interval, progress
+
+
+class TrainStep(paddle.nn.Layer):
+    """`train_step(model, batch)` as a layer's forward, so paddle.DataParallel can wrap it."""
+
+    def __init__(self, model, train_step):
+        super().__init__()
+        self.model, self.train_step = model, train_step
+
+    def forward(self, batch):
+        return self.train_step(self.model, batch)
 
 
 def build_optimizer(args, model):
@@ -110,8 +128,10 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         start_epoch, best_acc, best_epoch = load_resume_state(path, model, optimizer, scheduler, args, log)
     elif args.resume == 'auto':
         log(f'--resume auto: no last_model.pdopt in {run_dir}, starting from epoch 0')
+    step = parallel.wrap(TrainStep(model, train_step))  # after resuming: DataParallel broadcasts rank 0's weights
+    main = parallel.is_main()
     ckpt = lambda name: os.path.join(run_dir, f'{name}.pdparams')  # noqa: E731
-    scalars = Scalars(getattr(args, 'visualdl', False), os.path.join(run_dir, 'visualdl'), log)
+    scalars = Scalars(main and getattr(args, 'visualdl', False), os.path.join(run_dir, 'visualdl'), log)
 
     for epoch in range(start_epoch, args.epoch):
         start = time.time()
@@ -121,7 +141,7 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         scalars.add('lr', optimizer.get_lr(), epoch)
         losses, accs = [], []
         for i, batch in enumerate(progress(train_loader, desc=f'epoch {epoch}')):
-            loss, acc = train_step(model, batch)
+            loss, acc = step(batch)
             optimizer.clear_grad()
             loss.backward()
             optimizer.step()
@@ -131,9 +151,13 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
             if not np.isfinite(losses[-1]):
                 raise FRNError(f'the loss became {losses[-1]} at epoch {epoch}, batch {i}; '
                                f'lower --lr (now {args.lr}) and start again')
-            if i % args.print_freq == 0:
-                log(f'Epoch {epoch} | Batch {i}/{len(train_loader)} | Loss {losses[-1]:.6f}')
+            if i % args.print_freq == 0:  # the same steps on every rank, so the mean is a valid collective
+                log(f'Epoch {epoch} | Batch {i}/{len(train_loader)} | Loss {parallel.mean_over_ranks(losses[-1:])[0]:.6f}')
         scheduler.step()
+        parallel.average_buffers(model)
+        train_loss, train_acc = parallel.mean_over_ranks([np.mean(losses), np.mean(accs)])
+        if not main:
+            continue
 
         if args.val == 'meta':
             val_accs, val_loss = evaluate(model, val_loader, *val_episode, feature_cache=not args.no_feature_cache,
@@ -154,13 +178,16 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
             save_checkpoint(ckpt(epoch), model, optimizer, scheduler, epoch, best_acc, best_epoch, args)
         save_checkpoint(ckpt('last_model'), model, optimizer, scheduler, epoch, best_acc, best_epoch, args)
         log(f'This epoch use {(time.time() - start) / 60:.2f} minutes')
-        log(f'train loss is {np.mean(losses):.2f}, train acc is {np.mean(accs):.2f}')
-        scalars.add('train/loss', np.mean(losses), epoch)
-        scalars.add('train/acc', np.mean(accs), epoch)
+        log(f'train loss is {train_loss:.2f}, train acc is {train_acc:.2f}')
+        scalars.add('train/loss', train_loss, epoch)
+        scalars.add('train/acc', train_acc, epoch)
 
     scalars.close()
-    save_curves(log)  # also after a resumed run, over the whole log
+    if parallel.world_size() > 1:
+        print(f'rank {parallel.rank()} of {parallel.world_size()}: final weights fingerprint '
+              f'{parallel.fingerprint(model)}', flush=True)
+    if main:
+        save_curves(log)  # also after a resumed run, over the whole log
     if on_end:
         on_end()
     return best_acc, best_epoch
-

@@ -1,0 +1,79 @@
+"""Data-parallel training with paddle.distributed: rank, world size and the few collectives we need.
+
+Launch any training script with `python -m paddle.distributed.launch --nproc_per_node N script.py ...`
+(GPUs: `--gpus 0,1,2,3`; several machines: `--ips ip1,ip2`). A single process (no launcher)
+runs exactly as before: every function here is then a no-op.
+"""
+import hashlib
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+
+def world_size():
+    return dist.get_world_size()
+
+
+def rank():
+    return dist.get_rank()
+
+
+def is_main():
+    return rank() == 0
+
+
+def init():
+    """Join the process group when launched with several processes (NCCL on GPUs, gloo on CPUs)."""
+    if world_size() > 1 and not dist.is_initialized():
+        dist.init_parallel_env()
+    return rank(), world_size()
+
+
+def wrap(layer):
+    """paddle.DataParallel around `layer` when there are several ranks: gradients are averaged."""
+    return paddle.DataParallel(layer) if world_size() > 1 else layer
+
+
+def mean_over_ranks(values):
+    """Element-wise mean of a list of floats over all ranks (the same list everywhere)."""
+    if world_size() == 1:
+        return list(values)
+    t = paddle.to_tensor(np.asarray(values, dtype=np.float64))
+    dist.all_reduce(t)
+    return list(t.numpy() / world_size())
+
+
+def average_buffers(model):
+    """Replace BatchNorm running statistics by their mean over ranks.
+
+    Each rank normalises its own share of the batch, so its running statistics drift
+    apart from the others'; averaging them (every epoch) keeps the ranks identical and
+    uses every rank's data.
+    """
+    if world_size() == 1:
+        return
+    for layer in model.sublayers():
+        if isinstance(layer, (paddle.nn.BatchNorm1D, paddle.nn.BatchNorm2D, paddle.nn.BatchNorm3D)):
+            for stat in (layer._mean, layer._variance):
+                total = stat.detach().clone()
+                dist.all_reduce(total)
+                stat.set_value(total / world_size())
+
+
+def gather_objects(obj):
+    """[obj of rank 0, obj of rank 1, ...] on every rank."""
+    if world_size() == 1:
+        return [obj]
+    out = []
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def fingerprint(model):
+    """A short hash of every parameter and buffer, to check that ranks hold the same model."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(value.numpy()).tobytes())
+    return digest.hexdigest()[:16]
