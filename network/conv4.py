@@ -39,5 +39,10 @@ class Conv4(nn.Layer):
 
     output_size = staticmethod(pooled_size)
 
+    def init_output_scale(self, value):
+        """Set the last BatchNorm's weight (gamma): the scale of the output feature map at initialisation."""
+        last_bn = self.layers[-3].layers[1]
+        last_bn.weight.set_value(paddle.full_like(last_bn.weight, value))
+
     def forward(self, x):
         return self.layers(x)

@@ -354,3 +354,25 @@ def test_auxrank_is_003_times_pairwise_frobenius_norms_after_one_global_normalis
     expected = 0.03 * sum(np.sum((s[i] @ s[j].T) ** 2) for i in range(4) for j in range(i))
     assert auxrank(t64(support)).item() == pytest.approx(expected, rel=1e-13)
     assert auxrank(t64(support[:1])).item() == 0.0
+
+
+def test_conv4_pretraining_starts_with_nearly_flat_logits(tiny_mini):
+    """Conv-4's class-matrix pretraining starts near ln(classes), like ResNet-12's (its maps are divided by
+    sqrt(640)); with the last BatchNorm scale left at 1 it starts far above, which collapses training."""
+    import math
+
+    import paddle.nn.functional as F
+
+    from data.datamgr import SimpleDataManager
+    from data.filelist import read_split
+    split = read_split(str(tiny_mini), 'train')
+    x, y = next(iter(SimpleDataManager(32, 32).get_data_loader(split, aug=False)))
+    paddle.seed(0)
+    model = FRN(backbone='Conv4', is_pretraining=True, num_cat=64, image_size=32)
+    model.train()
+    flat = F.nll_loss(model.forward_pretrain(x), y).item()
+    model.feature_extractor.init_output_scale(1.0)
+    steep = F.nll_loss(model.forward_pretrain(x), y).item()
+    assert abs(flat - math.log(64)) < 0.05 * math.log(64)
+    assert steep > 1.5 * math.log(64)
+    assert FRN(backbone='Conv4').feature_extractor.layers[9].layers[1].weight.numpy().tolist() == [1.0] * 64
