@@ -3,6 +3,7 @@
 Names follow the CloserLook/DeepBDC lineage (`SimpleDataManager`, `SetDataManager`).
 Loaders have a `set_epoch(epoch)` method; call it before each epoch.
 """
+import gc
 import os
 import signal
 import threading
@@ -53,7 +54,7 @@ class EpochLoader:
         if self.num_workers == 0:
             yield from self.loader
             return
-        iterator = iter(self.loader)
+        iterator = _fork_workers(self.loader)
         try:
             with _WorkerWatch(iterator, self.num_workers) as watch:
                 while True:
@@ -73,6 +74,25 @@ class EpochLoader:
             shutdown = getattr(iterator, '_try_shutdown_all', None)
             if shutdown:
                 shutdown()
+
+
+def _fork_workers(loader):
+    """iter(loader), which forks the workers, without garbage that the workers could not free.
+
+    Seen (py-spy): both workers of a loader blocked for ever in pthread_cond_destroy, called by
+    libpaddle from the worker's garbage collector. It was freeing a paddle object that the parent
+    had dropped in a reference cycle (an earlier loader's, left mid-epoch), whose condition
+    variable had been in use by a parent thread that a forked child does not have. It depends on
+    timing: the data benchmark ran into it in 3 runs of 3 before this and in none of 6 after.
+    So collect first, and freeze what is left (gc.freeze) across the fork: workers never collect
+    what they inherited.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        return iter(loader)
+    finally:
+        gc.unfreeze()
 
 
 class _WorkerWatch:

@@ -27,6 +27,12 @@ def seeded_global_rngs(seed):
         np.random.set_state(np_state)
 
 
+def transform_input(split, i):
+    """Image `i` as the split's transform takes it: a PIL image, or the uint8 pixels of an image
+    cache that already did the resize and crop (`prepared`), without a round trip through PIL."""
+    return split.pixels(i) if getattr(split, 'prepared', None) else split.load_image(i)
+
+
 def _image_seed(seed, j):
     return int(np.random.SeedSequence([int(seed), int(j)]).generate_state(1)[0])
 
@@ -43,7 +49,7 @@ class SimpleDataset(paddle.io.Dataset):
 
     def load(self, i, seed=0):
         with seeded_global_rngs(seed):
-            return self.transform(self.split.load_image(i))
+            return self.transform(transform_input(self.split, i))
 
     def __getitem__(self, key):
         # without a sampler's seed, an index gets a fixed one, so direct access is repeatable too
@@ -81,7 +87,7 @@ class SetDataset(paddle.io.Dataset):
         images = []
         for j, i in enumerate(self.image_indices(cls, positions)):
             with seeded_global_rngs(_image_seed(seed, j)):
-                images.append(self.transform(self.split.load_image(i)))
+                images.append(self.transform(transform_input(self.split, i)))
         return np.stack(images), np.full(len(images), cls, dtype=np.int64)
 
 

@@ -77,3 +77,4 @@ def test_a_stuck_worker_is_stopped_with_an_error(monkeypatch):
     monkeypatch.setattr(datamgr, 'WORKER_STALL_SECONDS', 3)
     with pytest.raises(FRNError, match='no batch came from the 2 data loading workers in 3 s.*stuck'):
         load_all('stuck')
+
