@@ -25,6 +25,7 @@ from methods import parallel  # noqa: E402
 from methods.episodes import evaluate  # noqa: E402
 from methods.feature_cache import FeatureCache  # noqa: E402
 from methods.FRN import FRN  # noqa: E402
+from methods.protonet import PrototypeClassifier  # noqa: E402
 from utils import FRNError, atomic_write_json, cli_main, load_model, mean_confidence_interval  # noqa: E402
 
 
@@ -40,6 +41,9 @@ def parse_args(argv=None):
     g.add_argument('--test_task_nums', type=int, default=5, help='number of tasks (independent sets of episodes)')
     g.add_argument('--test_n_episode', type=int, default=2000, help='episodes per task')
     g.add_argument('--results_dir', default='./results', help='where the <way>w<shot>s/ result folders go')
+    g.add_argument('--classifier', default='frn', choices=['frn', 'proto'],
+                   help="'frn': FRN's reconstruction head; 'proto': the nearest-prototype baseline on the same "
+                        "backbone (class means of the position-averaged feature maps)")
     args = parser.parse_args(argv)
     cli.check_common(args)
     for name in ('test_n_way', 'test_task_nums', 'test_n_episode'):
@@ -62,12 +66,16 @@ def main(argv=None):
     args = parse_args(argv)
     (test_split,) = cli.read_splits(args, 'test')
     out_dir = os.path.join(args.results_dir, f'{args.test_n_way}w{args.n_shot}s')
-    stem = os.path.join(out_dir, f'{args.dataset}_{args.model}_{args.method}')
+    stem = os.path.join(out_dir, f'{args.dataset}_{args.model}_{args.method}'
+                        + ('_proto' if args.classifier == 'proto' else ''))
     log = cli.start(args, stem + '.log')
     model = FRN(backbone=args.model, image_size=args.image_size)
     dropped, _ = load_model(model, args.model_path)
     log(f'loaded {args.model_path}' + (f' (not needed for testing: {", ".join(dropped)})' if dropped else ''))
     log(f'test: {test_split.n_classes} classes, {len(test_split)} images from {test_split.source}')
+    if args.classifier == 'proto':
+        model = PrototypeClassifier(model)
+        log('classifier: nearest prototype (baseline), not the FRN head')
     loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode, shared=True)
     # one cache for all tasks: the model does not change, so each image is embedded once in all
     cache = False if args.no_feature_cache else FeatureCache(model, loader.dataset, args.max_cache_mb,
@@ -97,7 +105,7 @@ def main(argv=None):
                        'method': args.method, 'n_way': args.test_n_way, 'n_shot': args.n_shot,
                        'n_query': args.n_query, 'test_task_nums': args.test_task_nums,
                        'test_n_episode': args.test_n_episode, 'image_size': args.image_size, 'seed': args.seed,
-                       'feature_cache': cache is not False,
+                       'feature_cache': cache is not False, 'classifier': args.classifier,
                        'paddle': paddle.__version__, 'seconds': round(time.time() - start, 1)},
                       stem + '.json')
     log(f'results written to {stem}.json')

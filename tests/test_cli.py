@@ -255,3 +255,23 @@ def test_run_scripts_call_the_cli_with_flags_it_accepts(script, tiny_mini, tmp_p
                 (tmp_path / 'w.pdparams').write_bytes(b'')
         module = importlib.import_module(words[1][:-3])
         module.parse_args(words[2:])
+
+
+def test_prototype_baseline_scores_episodes_by_the_nearest_class_mean(pipeline, tiny_mini, tmp_path):
+    from methods.FRN import FRN
+    from methods.protonet import PrototypeClassifier
+    paddle.seed(0)
+    frn = FRN(backbone='Conv4', image_size=32)
+    frn.eval()
+    x = paddle.randn([5 * 2 + 5 * 3, 3, 32, 32])
+    scores = PrototypeClassifier(frn).get_neg_l2_dist(x, 5, 2, 3).numpy()
+    emb = frn.get_feature_map(x).numpy().mean(1)
+    protos = emb[:10].reshape(5, 2, -1).mean(1)
+    expected = -((emb[10:, None, :] - protos[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+    result = run('test.py', '--data_path', str(tiny_mini), '--model', 'Conv4', '--image_size', '32', '--n_query', '3',
+                 '--test_task_nums', '1', '--test_n_episode', '3', '--classifier', 'proto', '--model_path',
+                 str(pipeline['meta_dir'] / 'best_model.pdparams'), '--results_dir', str(tmp_path), cwd=tmp_path)
+    assert 'nearest prototype' in result.stdout
+    summary = json.loads((tmp_path / '5w1s' / 'mini_imagenet_Conv4_meta_frn_proto.json').read_text())
+    assert summary['classifier'] == 'proto' and len(summary['tasks']) == 1
