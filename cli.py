@@ -8,7 +8,7 @@ import datetime
 import os
 import sys
 
-from utils import FRNError, Logger, default_threads, select_device, set_threads
+from utils import FRNError, Logger, default_threads, mkl_note, select_device, set_threads
 
 DATASETS = ('mini_imagenet', 'tiered_imagenet', 'cub', 'aircraft', 'omniglot', 'custom')
 MODELS = ('ResNet12', 'Conv4')
@@ -132,7 +132,7 @@ def start(args, log_path):
     log = Logger(log_path if rank == 0 else None)
     log(f'==== {datetime.datetime.now().isoformat(timespec="seconds")} {command_line()}')
     log('args: ' + ', '.join(f'{k}={v}' for k, v in sorted(vars(args).items())))
-    log(f'paddle {paddle.__version__} | device {paddle.device.get_device()} | threads {threads}'
+    log(f'paddle {paddle.__version__} | device {paddle.device.get_device()} | threads {threads}' + mkl_note()
         + (f' | rank {rank} of {world} processes' if world > 1 else ''))
     return log
 

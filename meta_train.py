@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning)
+import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning and sets up MKL)
 import paddle.nn.functional as F  # noqa: E402
 
 import cli  # noqa: E402

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning)
+import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning and sets up MKL)
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 

@@ -180,7 +180,7 @@ def loader_rows(split, what, cache_dir, n_batches, passes, log):
 def run(small=True, threads=None, log=None):
     """All rows; `decode_per_s` is the baseline of each row (for the DataLoader rows: 0 workers)."""
     utils.set_threads(threads or min(2, utils.default_threads()))
-    n_real, n_full, passes = (400, 256, 3) if small else (4000, 1280, 5)
+    n_real, n_full, passes = (1000, 256, 5) if small else (4000, 1280, 7)
     rows = []
     with tempfile.TemporaryDirectory(prefix='frn-bench-data-') as tmp:
         real, real_what = photo_split(os.path.join(tmp, 'real'), 10, n_real // 10)

@@ -18,7 +18,9 @@ difference of its losses from the product's (0 means bitwise the same steps).
 - paddle (product): dygraph, as pretrain.py and meta_train.py run;
 - paddle, to_static backbone: `paddle.jit.to_static` on the feature extractor (small
   mode: Conv-4 only; on ResNet-12 it was no faster and took 50% more memory);
-- paddle, MKL_DEBUG_CPU_TYPE=5 (AMD CPUs only): Paddle's MKL takes its AVX2 code path;
+- paddle, generic MKL kernels (AMD CPUs only): the product with FRN_MKL_AVX2=0, i.e. without
+  the MKL_DEBUG_CPU_TYPE=5 that utils.py sets on AMD CPUs with AVX2 (Paddle's MKL then falls
+  back to its slow generic code path);
 - official PyTorch (with --torch_python, a Python that has torch): the official FRN
   step, written here from the paper and the official code's structure: the same
   backbones, the d x d inverse head (Equation 10), auxrank, SGD with Nesterov momentum.
@@ -199,9 +201,18 @@ def worker(kind, backbone, task, shape, threads):
             loss = step()
             reply({'seconds': time.perf_counter() - start, 'loss': loss})
         elif line.strip() == 'rss':
-            reply({'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+            reply({'rss_mb': peak_rss_mb()})
         else:
             return
+
+
+def peak_rss_mb():
+    """This process's peak RSS. VmHWM, because ru_maxrss keeps the parent's RSS at the fork (Linux)."""
+    try:
+        with open('/proc/self/status') as f:
+            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM')) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 MARK = '@@bench '  # replies start with this; anything else a library prints is skipped
@@ -214,7 +225,7 @@ def reply(obj):
 # ---- the driver ----
 
 VARIANTS = [('paddle', 'paddle (product): dygraph'), ('static', 'paddle, to_static backbone'),
-            ('mkl', 'paddle, MKL_DEBUG_CPU_TYPE=5'), ('torch', 'official PyTorch FRN step')]
+            ('generic', 'paddle, generic MKL kernels (FRN_MKL_AVX2=0)'), ('torch', 'official PyTorch FRN step')]
 
 
 def is_amd():
@@ -228,8 +239,9 @@ def is_amd():
 class Worker:
     def __init__(self, kind, backbone, task, shape, threads, python):
         env = dict(os.environ)
-        if kind == 'mkl':
-            env['MKL_DEBUG_CPU_TYPE'] = '5'
+        if kind == 'generic':
+            env.pop('MKL_DEBUG_CPU_TYPE', None)
+            env['FRN_MKL_AVX2'] = '0'
         command = [python, os.path.abspath(__file__), '--worker', kind, backbone, task, json.dumps(shape), str(threads)]
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, env=env, cwd=REPO)
@@ -256,7 +268,7 @@ class Worker:
 def measure(backbone, task, shape, threads, repeats, interleave, torch_python, log):
     # to_static is measured on Conv-4 only in small mode: on ResNet-12 it did not help and costs minutes
     static = ['static'] if backbone == 'Conv4' or not interleave else []
-    kinds = ['paddle'] + static + (['mkl'] if is_amd() else []) + (['torch'] if torch_python else [])
+    kinds = ['paddle'] + static + (['generic'] if is_amd() else []) + (['torch'] if torch_python else [])
     steps = {k: [] for k in kinds}
     rss, errors = {}, {}
 

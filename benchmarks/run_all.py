@@ -61,7 +61,8 @@ def machine(threads, full, torch_python):
             f'- device: {"GPU" if bench_data.has_gpu() else "CPU"}; Python {platform.python_version()}, '
             f'paddlepaddle {paddle.__version__}, numpy {np.__version__}, Pillow {PIL.__version__}, '
             f'torch {torch_version(torch_python)} (separate interpreter, comparison only)',
-            f'- MKL_DEBUG_CPU_TYPE: {os.environ.get("MKL_DEBUG_CPU_TYPE", "not set")}; '
+            f'- MKL_DEBUG_CPU_TYPE: {os.environ.get("MKL_DEBUG_CPU_TYPE", "not set")}'
+            f'{" (set by utils.py: AMD CPU with AVX2)" if utils.MKL_AVX2_SET_HERE else ""}; '
             f'load average (1/5/15 min) at the start: {load_average()}']
 
 
@@ -103,8 +104,9 @@ SECTIONS = [
      'the same steps (0 = bitwise the same training). Tried and not kept: `paddle.jit.to_static` on the backbone '
      '(bitwise the same, no faster on ResNet-12, about 50% more memory; a few % on Conv-4); `FLAGS_use_mkldnn` '
      '(dygraph convolutions give bitwise the same output with it, so the same im2col + GEMM kernel runs); AMP '
-     '(a no-op on CPU). `MKL_DEBUG_CPU_TYPE=5` makes the MKL inside Paddle use its AVX2 kernels on AMD CPUs, '
-     'where it otherwise falls back to slow generic ones: a different summation order (losses differ by ~1e-6), '
+     '(a no-op on CPU). Kept: on AMD CPUs with AVX2, `utils.py` sets `MKL_DEBUG_CPU_TYPE=5` (unless you set it, '
+     'or `FRN_MKL_AVX2=0`), so that the MKL inside Paddle uses its AVX2 kernels instead of slow generic ones; the '
+     '"generic MKL kernels" rows are the product without it. A different summation order (losses differ by ~1e-6), '
      'not a different computation.',
      lambda small, threads, torch_python: bench_train_step.run(small=small, threads=threads,
                                                                torch_python=torch_python),

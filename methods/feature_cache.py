@@ -36,7 +36,10 @@ from data.datamgr import EpochLoader
 from data.dataset import SimpleDataset
 from utils import progress
 
-BATCH_SIZE = 64  # images per backbone pass while filling the cache
+# Images per backbone pass while filling the cache. A feature map does not depend on the
+# batch, so this is only about speed: on a 2-core CPU, batches of 16 embedded 7-12% more
+# images per second than batches of 64-100 (activations stay in the cache); GPUs want more.
+CPU_BATCH_SIZE, GPU_BATCH_SIZE = 16, 128
 DEFAULT_MAX_CACHE_MB = 2048
 
 
@@ -57,10 +60,12 @@ class FeatureCache:
     validation, test.py one for all its tasks. `dataset` is the loader's SetDataset.
     """
 
-    def __init__(self, model, dataset, max_cache_mb=DEFAULT_MAX_CACHE_MB, batch_size=BATCH_SIZE, num_workers=0,
+    def __init__(self, model, dataset, max_cache_mb=DEFAULT_MAX_CACHE_MB, batch_size=None, num_workers=0,
                  spill_dir=None):
         self.model, self.dataset = model, dataset
         self.max_bytes = float(max_cache_mb) * 1e6
+        if batch_size is None:
+            batch_size = CPU_BATCH_SIZE if paddle.device.get_device() == 'cpu' else GPU_BATCH_SIZE
         self.batch_size, self.num_workers, self.spill_dir = batch_size, num_workers, spill_dir
         self.cached = np.zeros(len(dataset.split), dtype=bool)
         self.maps = None        # [images of the split, resolution, d] float32; rows of cached images are filled

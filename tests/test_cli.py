@@ -241,20 +241,24 @@ def test_pretrain_defaults_are_the_documented_ones(tiny_mini):
 
 @pytest.mark.parametrize('script', sorted(str(p.relative_to(REPO)) for p in (REPO / 'scripts').glob('*/run_*.sh')))
 def test_run_scripts_call_the_cli_with_flags_it_accepts(script, tiny_mini, tmp_path):
-    """Every python command in scripts/ parses (DATA = a real folder, checkpoints = placeholders)."""
+    """Every python command of scripts/*/run_*.sh parses. The script runs in bash with `python` replaced by a
+    recorder, so its variables and arrays expand as for a user (DATA = a real folder; weights = placeholders)."""
     import importlib
-    import shlex
-    text = (REPO / script).read_text().replace('\\\n', ' ')
-    commands = [line.strip() for line in text.splitlines() if line.strip().startswith('python ')]
+    bin_dir, log = tmp_path / 'bin', tmp_path / 'argv.log'
+    bin_dir.mkdir()
+    (bin_dir / 'python').write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done >> "$ARGV_LOG"\n'
+                                    'printf "\\n" >> "$ARGV_LOG"\n')
+    (bin_dir / 'python').chmod(0o755)
+    env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', ARGV_LOG=str(log))
+    subprocess.run(['bash', str(REPO / script), str(tiny_mini)], cwd=tmp_path, env=env,
+                   check=True, capture_output=True, text=True)
+    commands = [line.split('\037')[:-1] for line in log.read_text().splitlines()]
     assert commands
-    for command in commands:
-        words = shlex.split(command.replace('"$DATA"', str(tiny_mini)).replace('"$SHOT"', '5').replace('"$@"', ''))
-        for i, word in enumerate(words):
-            if word.endswith('.pdparams'):
-                words[i] = str(tmp_path / 'w.pdparams')
-                (tmp_path / 'w.pdparams').write_bytes(b'')
-        module = importlib.import_module(words[1][:-3])
-        module.parse_args(words[2:])
+    (tmp_path / 'w.pdparams').write_bytes(b'')
+    for words in commands:
+        words = [str(tmp_path / 'w.pdparams') if w.endswith('.pdparams') else w for w in words]
+        module = importlib.import_module(os.path.basename(words[0])[:-3])
+        module.parse_args(words[1:])
 
 
 def test_prototype_baseline_scores_episodes_by_the_nearest_class_mean(pipeline, tiny_mini, tmp_path):
@@ -275,3 +279,18 @@ def test_prototype_baseline_scores_episodes_by_the_nearest_class_mean(pipeline, 
     assert 'nearest prototype' in result.stdout
     summary = json.loads((tmp_path / '5w1s' / 'mini_imagenet_Conv4_meta_frn_proto.json').read_text())
     assert summary['classifier'] == 'proto' and len(summary['tasks']) == 1
+
+
+@pytest.mark.parametrize('setting, expected', [({}, 'auto'), ({'FRN_MKL_AVX2': '0'}, None),
+                                               ({'MKL_DEBUG_CPU_TYPE': '2'}, '2')])
+def test_mkl_avx2_hint_is_set_only_on_amd_avx2_cpus_and_never_over_the_user(setting, expected):
+    import utils
+    env = {k: v for k, v in os.environ.items() if k not in ('MKL_DEBUG_CPU_TYPE', 'FRN_MKL_AVX2')}
+    env.update(setting)
+    probe = 'import os, utils; print(os.environ.get("MKL_DEBUG_CPU_TYPE"), utils.mkl_note() != "")'
+    out = subprocess.run([sys.executable, '-c', probe], cwd=REPO, env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    if expected == 'auto':
+        expected = '5' if utils._amd_cpu_with_avx2() else None
+    assert out[0] == str(expected)
+    assert out[1] == str(expected is not None)  # the log header says when MKL was steered

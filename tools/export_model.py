@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import utils  # noqa: E402  (first: it quiets paddle's import-time warning)
+import utils  # noqa: E402  (first: it quiets paddle's import-time warning and sets up MKL)
 from utils import FRNError  # noqa: E402
 
 CHECK_TOLERANCE = 1e-4  # max |exported - dygraph| / max |dygraph| over the check images
