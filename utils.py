@@ -17,7 +17,7 @@ warnings.filterwarnings('ignore', message='No ccache found', category=UserWarnin
 warnings.filterwarnings('ignore', message='When training, we now always track global mean', category=UserWarning)
 
 
-def _amd_cpu_with_avx2():
+def amd_cpu_with_avx2():
     """True on Linux with an AMD CPU that has AVX2 and FMA (read from /proc/cpuinfo)."""
     try:
         with open('/proc/cpuinfo') as f:
@@ -29,11 +29,11 @@ def _amd_cpu_with_avx2():
 
 
 # The MKL inside Paddle's CPU wheel picks its slow generic kernels on AMD CPUs unless told that the
-# CPU has AVX2: ResNet-12 steps run 2.2x faster with this (benchmarks/RESULTS.md). It is read when
+# CPU has AVX2: ResNet-12 steps run 2.0-2.2x faster with this (benchmarks/RESULTS.md). It is read when
 # MKL first runs, so it is set here, before paddle does any math. Only the summation order changes.
 # A value the user set wins; FRN_MKL_AVX2=0 turns this off.
 MKL_AVX2_SET_HERE = ('MKL_DEBUG_CPU_TYPE' not in os.environ and os.environ.get('FRN_MKL_AVX2', '1') != '0'
-                     and _amd_cpu_with_avx2())
+                     and amd_cpu_with_avx2())
 if MKL_AVX2_SET_HERE:
     os.environ['MKL_DEBUG_CPU_TYPE'] = '5'
 

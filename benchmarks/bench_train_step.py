@@ -18,7 +18,7 @@ difference of its losses from the product's (0 means bitwise the same steps).
 - paddle (product): dygraph, as pretrain.py and meta_train.py run;
 - paddle, to_static backbone: `paddle.jit.to_static` on the feature extractor (small
   mode: Conv-4 only; on ResNet-12 it was no faster and took 50% more memory);
-- paddle, generic MKL kernels (AMD CPUs only): the product with FRN_MKL_AVX2=0, i.e. without
+- paddle, generic MKL kernels (AMD CPUs with AVX2 only): the product with FRN_MKL_AVX2=0, i.e. without
   the MKL_DEBUG_CPU_TYPE=5 that utils.py sets on AMD CPUs with AVX2 (Paddle's MKL then falls
   back to its slow generic code path);
 - official PyTorch (with --torch_python, a Python that has torch): the official FRN
@@ -228,14 +228,6 @@ VARIANTS = [('paddle', 'paddle (product): dygraph'), ('static', 'paddle, to_stat
             ('generic', 'paddle, generic MKL kernels (FRN_MKL_AVX2=0)'), ('torch', 'official PyTorch FRN step')]
 
 
-def is_amd():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return 'AuthenticAMD' in f.read(4096)
-    except OSError:
-        return False
-
-
 class Worker:
     def __init__(self, kind, backbone, task, shape, threads, python):
         env = dict(os.environ)
@@ -268,7 +260,11 @@ class Worker:
 def measure(backbone, task, shape, threads, repeats, interleave, torch_python, log):
     # to_static is measured on Conv-4 only in small mode: on ResNet-12 it did not help and costs minutes
     static = ['static'] if backbone == 'Conv4' or not interleave else []
-    kinds = ['paddle'] + static + (['generic'] if is_amd() else []) + (['torch'] if torch_python else [])
+    # imported here, not at the top: the torch worker runs this file too, and must not steer torch's MKL
+    sys.path.insert(0, REPO)
+    import utils
+    generic = ['generic'] if utils.amd_cpu_with_avx2() else []  # elsewhere it would be the product itself
+    kinds = ['paddle'] + static + generic + (['torch'] if torch_python else [])
     steps = {k: [] for k in kinds}
     rss, errors = {}, {}
 
