@@ -1,5 +1,16 @@
 """Conv-4: four blocks of [conv3x3 (with bias) -> BatchNorm -> ReLU -> 2x2 max-pool], 64 channels.
 
+Two exact shortcuts make a CPU training step about 1.6x faster without changing any number
+(tests/test_frn_official.py and tests/test_conv4.py hold them to the official outputs):
+- in training mode BatchNorm subtracts each channel's batch mean, so the conv bias cancels.
+  Adding it to the [N, 64, H, W] map and summing its gradient back was 40% of a step on
+  2 CPU cores. It is left out of the map; it reaches BatchNorm's shift as 0 * bias (its
+  gradient is exactly the official zero, and weight decay still applies), and the running
+  mean is shifted down by the bias before BatchNorm blends in the batch mean and back up
+  after, so it holds the official running mean of conv(x) + bias;
+- max-pooling before ReLU equals ReLU before max-pooling (ReLU is monotone), values and
+  gradients, and runs ReLU on a quarter of the map.
+
 An 84x84 image becomes a 64x5x5 feature map. Parameter names mirror the official
 module: `layers.{0,3,6,9}.layers.0` is a block's conv, `layers.{0,3,6,9}.layers.1` its
 BatchNorm. Convolutions use torch's default initialisation (weight and bias uniform in
@@ -8,6 +19,7 @@ BatchNorm. Convolutions use torch's default initialisation (weight and bias unif
 import math
 
 import paddle
+import paddle.nn.functional as F
 from paddle import nn
 
 from network.resnet12 import batch_norm, pooled_size
@@ -25,7 +37,17 @@ class ConvBlock(nn.Layer):
             batch_norm(out_channels))
 
     def forward(self, x):
-        return self.layers(x)
+        conv, bn = self.layers[0], self.layers[1]
+        if not self.training:
+            return bn(conv(x))
+        with paddle.no_grad():  # BatchNorm blends mean(conv(x)) into the buffer; the official blends the
+            bn._mean.set_value(bn._mean - conv.bias)  # mean of conv(x) + bias: shift by the bias around it
+        out = F.batch_norm(F.conv2d(x, conv.weight, padding=1), bn._mean, bn._variance, weight=bn.weight,
+                           bias=bn.bias + 0.0 * conv.bias, training=True, momentum=bn._momentum,
+                           epsilon=bn._epsilon)
+        with paddle.no_grad():
+            bn._mean.set_value(bn._mean + conv.bias)
+        return out
 
 
 class Conv4(nn.Layer):
@@ -34,7 +56,7 @@ class Conv4(nn.Layer):
         self.out_channels = channels
         blocks = []
         for in_channels in (3, channels, channels, channels):
-            blocks += [ConvBlock(in_channels, channels), nn.ReLU(), nn.MaxPool2D(kernel_size=2, stride=2)]
+            blocks += [ConvBlock(in_channels, channels), nn.MaxPool2D(kernel_size=2, stride=2), nn.ReLU()]
         self.layers = nn.Sequential(*blocks)
 
     output_size = staticmethod(pooled_size)

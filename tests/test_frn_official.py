@@ -31,6 +31,7 @@ import utils
 from conftest import shared_path
 from methods.FRN import FRN, auxrank
 from methods.official_weights import convert_checkpoint
+from network.conv4 import ConvBlock
 
 RTOL = {'float64': 1e-8, 'float32': 1e-4}
 ALPHA_GRAD_RTOL = {'float64': 1e-4, 'float32': 1e-2}
@@ -50,6 +51,14 @@ def assert_close(actual, expected, rtol, what=''):
 
 def l2_rel(actual, expected):
     return np.linalg.norm(np.asarray(actual, np.float64) - expected) / np.linalg.norm(expected)
+
+
+def output_layer(model, bn_name):
+    """The layer whose output is this BatchNorm's output: the BatchNorm, or the Conv-4 block that
+    calls batch_norm itself in training mode (network/conv4.py)."""
+    sublayers = dict(model.named_sublayers())
+    block = sublayers.get(bn_name.rsplit('.layers.', 1)[0])
+    return block if isinstance(block, ConvBlock) else sublayers[bn_name]
 
 
 def is_zero_grad_bias(key):
@@ -122,9 +131,9 @@ class Official:
         batch_norms = {name: sub for name, sub in model.named_sublayers() if isinstance(sub, paddle.nn.BatchNorm2D)}
         initial = {name: (bn._mean.numpy().copy(), bn._variance.numpy().copy()) for name, bn in batch_norms.items()}
         counts = {}
-        hooks = [bn.register_forward_pre_hook(
-            lambda layer, inputs, name=name: counts.__setitem__(name, int(np.prod(inputs[0].shape)) // inputs[0].shape[1]))
-            for name, bn in batch_norms.items()]
+        hooks = [output_layer(model, name).register_forward_post_hook(
+            lambda layer, inputs, out, name=name: counts.__setitem__(name, int(np.prod(out.shape)) // out.shape[1]))
+            for name in batch_norms]
         params = {k: p for k, p in model.named_parameters() if not p.stop_gradient}
         before = {k: p.numpy().copy() for k, p in params.items()}
         log_prediction, support = model(self.tensor(z['x_train']))

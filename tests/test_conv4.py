@@ -1,0 +1,89 @@
+"""Conv-4's training-mode shortcuts (network/conv4.py) against the plain block, in float64.
+
+The plain block is conv(x) + bias -> BatchNorm -> ReLU -> 2x2 max-pool, written here with
+Paddle's functional ops on copies of the same parameters and buffers. Ours skips the bias
+add in training mode and pools before ReLU; both are exact, so outputs, every gradient
+and the running statistics must agree to rounding.
+"""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from network.conv4 import Conv4
+
+
+def plain_forward(model, x, buffers):
+    """The official order of operations, BatchNorm statistics written into `buffers`."""
+    for i in range(0, len(model.layers), 3):
+        conv, bn = model.layers[i].layers[0], model.layers[i].layers[1]
+        mean, var = buffers[i]
+        x = F.batch_norm(F.conv2d(x, conv.weight, conv.bias, padding=1), mean, var, bn.weight, bn.bias,
+                         training=True, momentum=bn._momentum, epsilon=bn._epsilon)
+        x = F.max_pool2d(F.relu(x), kernel_size=2, stride=2)
+    return x
+
+
+@pytest.fixture(scope='module')
+def model_and_input():
+    paddle.set_default_dtype('float64')
+    try:
+        paddle.seed(3)
+        model = Conv4()
+        with paddle.no_grad():  # non-trivial biases and running statistics, as after some training
+            for i in range(0, len(model.layers), 3):
+                conv, bn = model.layers[i].layers[0], model.layers[i].layers[1]
+                conv.bias.set_value(paddle.randn(conv.bias.shape, 'float64'))
+                bn._mean.set_value(paddle.randn(bn._mean.shape, 'float64'))
+                bn._variance.set_value(paddle.rand(bn._variance.shape, 'float64') + 0.5)
+        x = paddle.randn([6, 3, 42, 42], 'float64')
+    finally:
+        paddle.set_default_dtype('float32')
+    return model, x
+
+
+def grads_of(model, out, weights):
+    model.clear_gradients(set_to_zero=False)
+    (out * weights).sum().backward()
+    return {k: (None if p.grad is None else p.grad.numpy().copy()) for k, p in model.named_parameters()
+            if not p.stop_gradient}
+
+
+def test_training_forward_gradients_and_running_stats_equal_the_plain_block(model_and_input):
+    model, x = model_and_input
+    model.train()
+    buffers = {i: (model.layers[i].layers[1]._mean.clone(), model.layers[i].layers[1]._variance.clone())
+               for i in range(0, len(model.layers), 3)}
+    weights = paddle.randn([6, 64, 2, 2], 'float64')
+    plain = plain_forward(model, x, buffers)
+    plain_grads = grads_of(model, plain, weights)
+    ours = model(x)
+    our_grads = grads_of(model, ours, weights)
+
+    assert ours.shape == [6, 64, 2, 2]
+    np.testing.assert_allclose(ours.numpy(), plain.numpy(), rtol=0, atol=1e-12 * np.abs(plain.numpy()).max())
+    for key, plain_grad in plain_grads.items():
+        grad = our_grads[key]
+        assert grad is not None, f'{key} got no gradient, so weight decay would skip it'
+        if key.endswith('layers.0.bias'):  # through train-mode BatchNorm: zero, up to the plain path's rounding
+            assert np.abs(grad).max() == 0.0
+            assert np.abs(plain_grad).max() <= 1e-12 * np.abs(plain_grads[key[:-4] + 'weight']).max()
+        else:
+            np.testing.assert_allclose(grad, plain_grad, rtol=0, atol=1e-10 * np.abs(plain_grad).max(), err_msg=key)
+    for i, (mean, var) in buffers.items():
+        bn = model.layers[i].layers[1]
+        np.testing.assert_allclose(bn._mean.numpy(), mean.numpy(), rtol=1e-12, atol=1e-12, err_msg=f'block {i} mean')
+        np.testing.assert_allclose(bn._variance.numpy(), var.numpy(), rtol=1e-12, err_msg=f'block {i} variance')
+
+
+def test_eval_mode_is_the_plain_block_with_running_statistics(model_and_input):
+    model, x = model_and_input
+    model.eval()
+    ref = x
+    for i in range(0, len(model.layers), 3):
+        conv, bn = model.layers[i].layers[0], model.layers[i].layers[1]
+        ref = F.batch_norm(F.conv2d(ref, conv.weight, conv.bias, padding=1), bn._mean, bn._variance, bn.weight,
+                           bn.bias, training=False, epsilon=bn._epsilon)
+        ref = F.max_pool2d(F.relu(ref), kernel_size=2, stride=2)
+    with paddle.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), ref.numpy(), rtol=1e-12, atol=1e-12)
