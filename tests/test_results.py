@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO, shared_path
 
 OMNIGLOT = REPO / 'results' / 'omniglot'
-CHECKPOINT = OMNIGLOT / 'Conv4_meta_frn_20way_5shot_metatrain' / 'best_model.pdparams'
+CHECKPOINT = OMNIGLOT / 'Conv4_meta_frn_60way_1shot_metatrain' / 'best_model.pdparams'
 
 
 def committed_results():

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${1:?usage: run_test.sh DATA_DIR [MODEL_PATH] [RESULTS_DIR]}
-MODEL=${2:-./checkpoints/omniglot/Conv4_meta_frn_20way_5shot_metatrain/best_model.pdparams}
+MODEL=${2:-./checkpoints/omniglot/Conv4_meta_frn_60way_1shot_metatrain/best_model.pdparams}
 RESULTS=${3:-./results}
 for WAY in 5 20; do
   for SHOT in 1 5; do
