@@ -17,7 +17,8 @@ variant: the median of the timed steps after one warm-up step, and the largest
 difference of its losses from the product's (0 means bitwise the same steps).
 - paddle (product): dygraph, as pretrain.py and meta_train.py run;
 - paddle, to_static backbone: `paddle.jit.to_static` on the feature extractor (small
-  mode: Conv-4 only; on ResNet-12 it was no faster and took 50% more memory);
+  mode: Conv-4 only; on ResNet-12 it was no faster and took 50% more memory; on Conv-4 it traces
+  the plain block, since the eager training shortcut cannot be traced);
 - paddle, generic MKL kernels (AMD CPUs with AVX2 only): the product with FRN_MKL_AVX2=0, i.e. without
   the MKL_DEBUG_CPU_TYPE=5 that utils.py sets on AMD CPUs with AVX2 (Paddle's MKL then falls
   back to its slow generic code path);

@@ -1,7 +1,8 @@
 """Conv-4: four blocks of [conv3x3 (with bias) -> BatchNorm -> ReLU -> 2x2 max-pool], 64 channels.
 
-Two exact shortcuts make a CPU training step about 1.6x faster without changing any number
-(tests/test_frn_official.py and tests/test_conv4.py hold them to the official outputs):
+Two exact shortcuts make an eager training step 1.85x faster on a CPU (2.98 s -> 1.61 s for
+forward + backward of 400 images at 42 px, 2 threads) with the same numbers up to rounding
+(tests/test_conv4.py holds them to the plain block, tests/test_frn_official.py to the official outputs):
 - in training mode BatchNorm subtracts each channel's batch mean, so the conv bias cancels.
   Adding it to the [N, 64, H, W] map and summing its gradient back was 40% of a step on
   2 CPU cores. It is left out of the map; it reaches BatchNorm's shift as 0 * bias (its
@@ -10,6 +11,8 @@ Two exact shortcuts make a CPU training step about 1.6x faster without changing 
   after, so it holds the official running mean of conv(x) + bias;
 - max-pooling before ReLU equals ReLU before max-pooling (ReLU is monotone), values and
   gradients, and runs ReLU on a quarter of the map.
+Eval mode, and graphs traced by paddle.jit.to_static (which cannot trace the buffer
+updates), run the plain block.
 
 An 84x84 image becomes a 64x5x5 feature map. Parameter names mirror the official
 module: `layers.{0,3,6,9}.layers.0` is a block's conv, `layers.{0,3,6,9}.layers.1` its
@@ -38,7 +41,7 @@ class ConvBlock(nn.Layer):
 
     def forward(self, x):
         conv, bn = self.layers[0], self.layers[1]
-        if not self.training:
+        if not self.training or not paddle.in_dynamic_mode():  # eval, or traced by paddle.jit.to_static
             return bn(conv(x))
         with paddle.no_grad():  # BatchNorm blends mean(conv(x)) into the buffer; the official blends the
             bn._mean.set_value(bn._mean - conv.bias)  # mean of conv(x) + bias: shift by the bias around it

@@ -87,3 +87,21 @@ def test_eval_mode_is_the_plain_block_with_running_statistics(model_and_input):
         ref = F.max_pool2d(F.relu(ref), kernel_size=2, stride=2)
     with paddle.no_grad():
         np.testing.assert_allclose(model(x).numpy(), ref.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_to_static_training_runs_the_plain_block_with_the_same_outputs_and_gradients():
+    """paddle.jit.to_static cannot trace the eager shortcut's buffer updates, so it traces the plain block."""
+    paddle.seed(5)
+    eager, traced = Conv4(), Conv4()
+    traced.set_state_dict(eager.state_dict())
+    eager.train()
+    traced.train()
+    static = paddle.jit.to_static(traced, full_graph=True)
+    x = paddle.randn([4, 3, 42, 42])
+    outs = []
+    for model, run in ((eager, eager), (traced, static)):
+        out = run(x)
+        out.sum().backward()
+        outs.append((out.numpy(), model.layers[3].layers[0].weight.grad.numpy(), model.layers[9].layers[1]._mean.numpy()))
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
