@@ -13,11 +13,14 @@ import pytest
 from network.conv4 import Conv4
 
 
+def conv_bns(model):
+    """Each block's (conv, BatchNorm), in order."""
+    return [(block.layers[0], block.layers[1]) for block in model.layers[::3]]
+
+
 def plain_forward(model, x, buffers):
     """The official order of operations, BatchNorm statistics written into `buffers`."""
-    for i in range(0, len(model.layers), 3):
-        conv, bn = model.layers[i].layers[0], model.layers[i].layers[1]
-        mean, var = buffers[i]
+    for (conv, bn), (mean, var) in zip(conv_bns(model), buffers):
         x = F.batch_norm(F.conv2d(x, conv.weight, conv.bias, padding=1), mean, var, bn.weight, bn.bias,
                          training=True, momentum=bn._momentum, epsilon=bn._epsilon)
         x = F.max_pool2d(F.relu(x), kernel_size=2, stride=2)
@@ -31,8 +34,7 @@ def model_and_input():
         paddle.seed(3)
         model = Conv4()
         with paddle.no_grad():  # non-trivial biases and running statistics, as after some training
-            for i in range(0, len(model.layers), 3):
-                conv, bn = model.layers[i].layers[0], model.layers[i].layers[1]
+            for conv, bn in conv_bns(model):
                 conv.bias.set_value(paddle.randn(conv.bias.shape, 'float64'))
                 bn._mean.set_value(paddle.randn(bn._mean.shape, 'float64'))
                 bn._variance.set_value(paddle.rand(bn._variance.shape, 'float64') + 0.5)
@@ -52,8 +54,7 @@ def grads_of(model, out, weights):
 def test_training_forward_gradients_and_running_stats_equal_the_plain_block(model_and_input):
     model, x = model_and_input
     model.train()
-    buffers = {i: (model.layers[i].layers[1]._mean.clone(), model.layers[i].layers[1]._variance.clone())
-               for i in range(0, len(model.layers), 3)}
+    buffers = [(bn._mean.clone(), bn._variance.clone()) for _, bn in conv_bns(model)]
     weights = paddle.randn([6, 64, 2, 2], 'float64')
     plain = plain_forward(model, x, buffers)
     plain_grads = grads_of(model, plain, weights)
@@ -70,8 +71,7 @@ def test_training_forward_gradients_and_running_stats_equal_the_plain_block(mode
             assert np.abs(plain_grad).max() <= 1e-12 * np.abs(plain_grads[key[:-4] + 'weight']).max()
         else:
             np.testing.assert_allclose(grad, plain_grad, rtol=0, atol=1e-10 * np.abs(plain_grad).max(), err_msg=key)
-    for i, (mean, var) in buffers.items():
-        bn = model.layers[i].layers[1]
+    for i, ((_, bn), (mean, var)) in enumerate(zip(conv_bns(model), buffers)):
         np.testing.assert_allclose(bn._mean.numpy(), mean.numpy(), rtol=1e-12, atol=1e-12, err_msg=f'block {i} mean')
         np.testing.assert_allclose(bn._variance.numpy(), var.numpy(), rtol=1e-12, err_msg=f'block {i} variance')
 
@@ -80,8 +80,7 @@ def test_eval_mode_is_the_plain_block_with_running_statistics(model_and_input):
     model, x = model_and_input
     model.eval()
     ref = x
-    for i in range(0, len(model.layers), 3):
-        conv, bn = model.layers[i].layers[0], model.layers[i].layers[1]
+    for conv, bn in conv_bns(model):
         ref = F.batch_norm(F.conv2d(ref, conv.weight, conv.bias, padding=1), bn._mean, bn._variance, bn.weight,
                            bn.bias, training=False, epsilon=bn._epsilon)
         ref = F.max_pool2d(F.relu(ref), kernel_size=2, stride=2)

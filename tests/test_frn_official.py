@@ -53,10 +53,9 @@ def l2_rel(actual, expected):
     return np.linalg.norm(np.asarray(actual, np.float64) - expected) / np.linalg.norm(expected)
 
 
-def output_layer(model, bn_name):
+def output_layer(sublayers, bn_name):
     """The layer whose output is this BatchNorm's output: the BatchNorm, or the Conv-4 block that
-    calls batch_norm itself in training mode (network/conv4.py)."""
-    sublayers = dict(model.named_sublayers())
+    calls batch_norm itself in training mode (network/conv4.py). `sublayers`: name -> layer."""
     block = sublayers.get(bn_name.rsplit('.layers.', 1)[0])
     return block if isinstance(block, ConvBlock) else sublayers[bn_name]
 
@@ -131,7 +130,8 @@ class Official:
         batch_norms = {name: sub for name, sub in model.named_sublayers() if isinstance(sub, paddle.nn.BatchNorm2D)}
         initial = {name: (bn._mean.numpy().copy(), bn._variance.numpy().copy()) for name, bn in batch_norms.items()}
         counts = {}
-        hooks = [output_layer(model, name).register_forward_post_hook(
+        sublayers = dict(model.named_sublayers())
+        hooks = [output_layer(sublayers, name).register_forward_post_hook(
             lambda layer, inputs, out, name=name: counts.__setitem__(name, int(np.prod(out.shape)) // out.shape[1]))
             for name in batch_norms]
         params = {k: p for k, p in model.named_parameters() if not p.stop_gradient}
