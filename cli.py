@@ -124,7 +124,7 @@ def start(args, log_path):
     """
     import paddle
 
-    from methods import parallel
+    from engine import parallel
     threads = set_threads(args.threads)
     select_device(args.gpu)
     rank, world = parallel.init()
@@ -159,7 +159,7 @@ def episode_loader(args, split, n_way, n_episode, aug=False, shared=False):
     shared=True splits the episodes among the ranks of a distributed run (each rank gets its own).
     """
     from data.datamgr import SetDataManager
-    from methods import parallel
+    from engine import parallel
     rank, world = (parallel.rank(), parallel.world_size()) if shared else (0, 1)
     return SetDataManager(args.image_size, n_way, args.n_shot, args.n_query, n_episode, num_workers=args.num_workers,
                           seed=args.seed, dataset=args.dataset, rank=rank, world_size=world).get_data_loader(

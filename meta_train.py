@@ -19,10 +19,10 @@ import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning 
 import paddle.nn.functional as F  # noqa: E402
 
 import cli  # noqa: E402
-from methods.episodes import accuracy, episode_images, query_targets  # noqa: E402
-from methods import parallel  # noqa: E402
+from engine.evaluation import accuracy, episode_images, query_targets  # noqa: E402
+from engine import parallel  # noqa: E402
 from methods.FRN import FRN, auxrank  # noqa: E402
-from methods.trainer import train  # noqa: E402
+from engine.trainer import train  # noqa: E402
 from utils import FRNError, cli_main, load_model  # noqa: E402
 
 

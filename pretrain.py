@@ -18,10 +18,10 @@ import paddle.nn.functional as F  # noqa: E402
 
 import cli  # noqa: E402
 from data.datamgr import SimpleDataManager  # noqa: E402
-from methods.episodes import accuracy  # noqa: E402
-from methods import parallel  # noqa: E402
+from engine.evaluation import accuracy  # noqa: E402
+from engine import parallel  # noqa: E402
 from methods.FRN import FRN  # noqa: E402
-from methods.trainer import train  # noqa: E402
+from engine.trainer import train  # noqa: E402
 from utils import FRNError, cli_main  # noqa: E402
 
 

@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 import cli  # noqa: E402
-from methods import parallel  # noqa: E402
-from methods.episodes import evaluate  # noqa: E402
-from methods.feature_cache import FeatureCache  # noqa: E402
+from engine import parallel  # noqa: E402
+from engine.evaluation import evaluate  # noqa: E402
+from engine.feature_cache import FeatureCache  # noqa: E402
 from methods.FRN import FRN  # noqa: E402
 from methods.protonet import PrototypeClassifier  # noqa: E402
 from utils import FRNError, atomic_write_json, cli_main, load_model, mean_confidence_interval  # noqa: E402

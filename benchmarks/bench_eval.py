@@ -31,8 +31,8 @@ from benchmarks.bench_data import median, photo_split, size_args  # noqa: E402
 from data.datamgr import EpochLoader  # noqa: E402
 from data.dataset import EpisodicBatchSampler, SetDataset  # noqa: E402
 from data.transforms import eval_transform  # noqa: E402
-from methods.episodes import accuracy, episode_neg_l2_dists, query_targets  # noqa: E402
-from methods.feature_cache import FeatureCache  # noqa: E402
+from engine.evaluation import accuracy, episode_neg_l2_dists, query_targets  # noqa: E402
+from engine.feature_cache import FeatureCache  # noqa: E402
 from methods.FRN import FRN  # noqa: E402
 
 WAY, QUERY, SIZE = 5, 15, 84

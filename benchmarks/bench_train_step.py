@@ -53,7 +53,7 @@ def paddle_step_fn(backbone, task, shape, variant):
     import utils  # noqa: F401  (before paddle: quiets its import warning)
     import paddle
     from methods.FRN import FRN
-    from methods.trainer import build_optimizer
+    from engine.trainer import build_optimizer
     paddle.seed(0)
     rng = np.random.default_rng(0)
     if task == 'meta':

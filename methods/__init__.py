@@ -1,1 +1,1 @@
-"""Few-shot methods built on the backbones in network/."""
+"""The few-shot models and their maths: FRN, its ridge head, ProtoNet, and each method's train step."""

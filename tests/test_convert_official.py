@@ -18,7 +18,7 @@ import pytest
 import utils
 from conftest import REPO, shared_path
 from methods.FRN import FRN
-from methods.official_weights import convert_checkpoint, convert_state_dict, infer_backbone, read_torch_state_dict
+from deploy.official_weights import convert_checkpoint, convert_state_dict, infer_backbone, read_torch_state_dict
 from utils import FRNError
 
 STORAGE = {np.float32: 'FloatStorage', np.float64: 'DoubleStorage', np.float16: 'HalfStorage',

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from curves import CURVES_FILE, Scalars, parse_log, plot_log
+from engine.metrics import CURVES_FILE, Scalars, parse_log, plot_log
 
 C0, C1 = (31, 119, 180), (255, 127, 14)  # matplotlib's first two line colours: train and val
 

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from methods.export import DygraphFeatures, InferenceFeatures, read_head
+from deploy.export import DygraphFeatures, InferenceFeatures, read_head
 from methods.FRN import FRN
-from methods.predict import class_probabilities, load_images, neg_l2_dist
+from deploy.predict import class_probabilities, load_images, neg_l2_dist
 
 SIZE = 32
 SCALE, R = 4.0, (0.2, 0.1)
@@ -118,8 +118,8 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import utils
 utils.set_threads(2)
-from methods.export import DygraphFeatures, InferenceFeatures
-from methods.predict import load_images
+from deploy.export import DygraphFeatures, InferenceFeatures
+from deploy.predict import load_images
 import numpy as np
 images = load_images(sys.argv[2:], {size})
 out = {{}}

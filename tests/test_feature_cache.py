@@ -15,8 +15,8 @@ import pytest
 from conftest import REPO
 from data.datamgr import SetDataManager
 from data.filelist import read_split
-from methods.episodes import episode_neg_l2_dists, evaluate
-from methods.feature_cache import FeatureCache, uncacheable_reason
+from engine.evaluation import episode_neg_l2_dists, evaluate
+from engine.feature_cache import FeatureCache, uncacheable_reason
 from methods.FRN import FRN
 
 SIZE, WAY, QUERY = 32, 5, 3

@@ -30,7 +30,7 @@ import pytest
 import utils
 from conftest import shared_path
 from methods.FRN import FRN, auxrank
-from methods.official_weights import convert_checkpoint
+from deploy.official_weights import convert_checkpoint
 from network.conv4 import ConvBlock
 
 RTOL = {'float64': 1e-8, 'float32': 1e-4}

@@ -23,7 +23,7 @@ def main(argv=None):
     parser.add_argument('--backbone', choices=['ResNet12', 'Conv4'], default=None,
                         help='force the backbone instead of inferring it from the keys')
     args = parser.parse_args(argv)
-    from methods.official_weights import convert_checkpoint
+    from deploy.official_weights import convert_checkpoint
     info = convert_checkpoint(args.src, args.dst, backbone=args.backbone)
     kind = f'pretraining (cat_mat, {info["num_cat"]} classes)' if info['pretraining'] else 'fine-tuned'
     print(f'converted {args.src} -> {args.dst}: {info["backbone"]}, {kind}, {info["num_tensors"]} tensors; '

@@ -22,7 +22,7 @@ CHECK_TOLERANCE = 1e-4  # max |exported - dygraph| / max |dygraph| over the chec
 def check_export(model_path, backbone, save_dir, image_size, threads, n_images=4):
     """Max abs difference between the exported and the dygraph feature maps, and the backend used."""
     import numpy as np
-    from methods.export import DygraphFeatures, InferenceFeatures
+    from deploy.export import DygraphFeatures, InferenceFeatures
     images = np.random.RandomState(0).randn(n_images, 3, image_size, image_size).astype(np.float32)
     reference = DygraphFeatures(model_path, backbone, image_size)(images)
     exported = InferenceFeatures(save_dir, threads=threads)
@@ -44,7 +44,7 @@ def main(argv=None):
     if args.image_size < 16:
         raise FRNError(f'--image_size must be at least 16 (four 2x2 poolings), not {args.image_size}')
     utils.set_threads(args.threads)
-    from methods.export import export_model
+    from deploy.export import export_model
     head = export_model(args.model_path, args.model, args.save_dir, args.image_size)
     print(f'exported {args.model} ({args.model_path}) to {args.save_dir}: input [N, 3, {args.image_size}, '
           f'{args.image_size}] -> feature map [N, {head["resolution"]}, {head["d"]}]; scale {head["scale"]:.6g}, '

@@ -75,8 +75,8 @@ def as_table(result, names, features):
 def main(argv=None):
     args = parse_args(argv)
     utils.set_threads(args.threads)
-    from methods.export import feature_extractor
-    from methods.predict import list_queries, predict, read_support
+    from deploy.export import feature_extractor
+    from deploy.predict import list_queries, predict, read_support
     support, queries = read_support(args.support), list_queries(args.query)  # folder errors before any work
     features = feature_extractor(args.model_path, args.inference_dir, args.model, args.image_size, args.use_gpu,
                                  args.threads)

@@ -20,7 +20,7 @@ def main(argv=None):
     parser.add_argument('log', help='output.log of pretrain.py or meta_train.py')
     parser.add_argument('--out', default=None, help='PNG to write (default: curves.png beside the log)')
     args = parser.parse_args(argv)
-    from curves import parse_log, plot_log
+    from engine.metrics import parse_log, plot_log
     path = plot_log(args.log, args.out)
     epochs = parse_log(args.log)
     print(f'{len(epochs)} epoch(s) of {args.log} plotted to {path}')

@@ -80,7 +80,7 @@ class FeatureMapNet(paddle.nn.Layer):
 
 def infer_backbone(model_path):
     """The backbone a .pdparams checkpoint was trained with, from its parameter names."""
-    from methods.official_weights import infer_backbone as from_keys
+    from deploy.official_weights import infer_backbone as from_keys
     return from_keys(read_state_dict(model_path))
 
 

@@ -87,7 +87,7 @@ def class_probabilities(query_maps, support_maps, alpha, beta, scale):
 
 
 def predict(features, support, queries):
-    """Classify every query among the support classes with a feature extractor of methods/export.py.
+    """Classify every query among the support classes with a feature extractor of deploy/export.py.
 
     support: [(class name, [image paths])] as read_support gives; queries: image paths.
     Returns {'classes', 'support': {class: n images}, 'queries', 'probabilities' [Q, way],

@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from methods.feature_cache import DEFAULT_MAX_CACHE_MB, FeatureCache, cached_neg_l2_dists, uncacheable_reason
+from engine.feature_cache import DEFAULT_MAX_CACHE_MB, FeatureCache, cached_neg_l2_dists, uncacheable_reason
 from utils import progress
 
 
@@ -61,7 +61,7 @@ def evaluate(model, loader, way, shot, query, desc='val', feature_cache=True, ma
     """Meta-test every episode of `loader`: (accuracy per episode in %, mean NLL).
 
     By default each image is embedded once and the episodes' heads run on the cached
-    maps, with the same results as `feature_cache=False` (see methods/feature_cache.py).
+    maps, with the same results as `feature_cache=False` (see engine/feature_cache.py).
     """
     target = query_targets(way, query)
     accs, losses = [], []

@@ -26,9 +26,9 @@ import time
 import numpy as np
 import paddle
 
-from curves import Scalars, save_curves
-from methods import parallel
-from methods.episodes import evaluate
+from engine.metrics import Scalars, save_curves
+from engine import parallel
+from engine.evaluation import evaluate
 from utils import FRNError, atomic_save, mean_confidence_interval, progress
 
 

@@ -1,6 +1,6 @@
 """Training curves: parse output.log, plot loss, accuracy and learning rate per epoch; optional VisualDL scalars.
 
-The log lines are those of methods/trainer.py:
+The log lines are those of engine/trainer.py:
     Epoch 3 | lr 0.05                      starts epoch 3
     Epoch 3 | Batch 50/150 | Loss 1.234567
     val loss is 1.23, val acc is 45.67

@@ -1,0 +1,1 @@
+"""The engine: the training loop with checkpoints and resume, evaluation on episodes, data parallelism, metrics."""
