@@ -19,22 +19,15 @@ Rotations are counter-clockwise, like np.rot90 and PIL's Image.rotate (which Pro
 Networks' loader calls), and exact: a square image turned by quarter turns, no resampling.
 """
 import dataclasses
-import functools
-import hashlib
-import http.client
 import io
 import os
 import re
-import shutil
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 
 import numpy as np
 from PIL import Image
 
-import utils
 from data.filelist import SPLIT_NAMES, SplitList
 from utils import FRNError
 
@@ -45,10 +38,6 @@ SPLITS_DIR = 'splits_vinyals'
 VAL_ALPHABETS = ('Armenian', 'Bengali', 'Early_Aramaic', 'Hebrew', 'Mkhedruli_(Georgian)')
 CLASS_LINE = re.compile(r'([^/\s]+/character\d+)/rot(000|090|180|270)')
 
-OFFICIAL_ZIPS = {'images_background.zip': (9_464_212, '68d2efa1b9178cc56df9314c21c6e718'),
-                 'images_evaluation.zip': (6_462_886, '6b91aef0f799c5bb55b94e3f2daec811')}
-ZIP_URL = 'https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{}'
-SPLIT_URL = 'https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/data/omniglot/splits/vinyals/{}'
 VINYALS_CLASSES = {'train': 4112, 'val': 688, 'test': 1692}
 
 
@@ -227,106 +216,3 @@ def read_omniglot(data_path, split, scheme='vinyals'):
         labels += [label] * len(members)
     used = {images.part: images for _, _, images in classes}
     return OmniglotSplit(paths, labels, label_names, source=source, images=used)
-
-
-# --- transform ------------------------------------------------------------------------------------
-
-class InvertInk:
-    """1 - x: strokes become 1 and the background 0, so convolutions' zero padding looks like background."""
-
-    def __call__(self, array):
-        return 1.0 - array
-
-
-def omniglot_transform(image_size, aug=False):
-    """PIL image -> float32 numpy [3, S, S] in [0, 1], strokes 1 and background 0 (as Prototypical Networks).
-
-    Resize is PIL's bilinear, which widens its filter when shrinking (area-like), so a
-    1-pixel stroke survives as grey instead of vanishing as with nearest. No mean/std
-    normalisation: both backbones put BatchNorm right after the first convolution, which
-    absorbs any affine rescaling of the input. `aug` is accepted and ignored: the published
-    Omniglot results use no augmentation, flips would make other characters, and the
-    rotations are already classes.
-    """
-    from paddle.vision import transforms as T
-    from data.transforms import ToNumpy
-    return T.Compose([T.Resize((image_size, image_size), interpolation='bilinear'), T.ToTensor(), ToNumpy(),
-                      InvertInk()])
-
-
-# --- download -------------------------------------------------------------------------------------
-
-def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_file(path, size, md5):
-    """True when `path` is a file of exactly `size` bytes with this md5 (size first: cheap, catches truncation)."""
-    return os.path.isfile(path) and os.path.getsize(path) == size and file_md5(path) == md5
-
-
-def _zip_problem(path, size, md5):
-    if verify_file(path, size, md5):
-        return None
-    return (f'got {os.path.getsize(path):,} bytes with md5 {file_md5(path)}, '
-            f'expected {size:,} bytes with md5 {md5}')
-
-
-def _split_problem(path, n_classes):
-    with open(path, encoding='utf-8', errors='replace') as f:
-        lines = [line.strip() for line in f if line.strip()]
-    if len(lines) != n_classes or not all(CLASS_LINE.fullmatch(line) for line in lines):
-        return f'expected {n_classes} lines of the form Alphabet/characterNN/rotXXX, got {len(lines)} lines'
-    return None
-
-
-def offline_help(dst):
-    zips = ' and '.join(f'{name} ({size:,} bytes, md5 {md5})' for name, (size, md5) in OFFICIAL_ZIPS.items())
-    return (f'to set up Omniglot by hand, place {zips} in {dst} '
-            f'(from https://github.com/brendenlake/omniglot/tree/master/python; the extracted folders '
-            f'images_background/ and images_evaluation/ work too), and for the Vinyals split place train.txt, '
-            f'val.txt and test.txt in {os.path.join(dst, SPLITS_DIR)}/ '
-            f'(from https://github.com/jakesnell/prototypical-networks/tree/master/data/omniglot/splits/vinyals)')
-
-
-def download(url, path, problem, timeout=60):
-    """Fetch `url` to `path` through a temp file, renamed into place only when `problem(tmp)` finds none."""
-    def write(tmp):
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, 'wb') as f:
-            shutil.copyfileobj(response, f, 1 << 20)
-        found = problem(tmp)
-        if found:
-            raise FRNError(f'{url}: {found}; the download was corrupted or upstream changed: '
-                           f'try again, or {offline_help(os.path.dirname(path))}')
-    utils.atomic_write(path, write)
-
-
-def fetch_omniglot(dst, timeout=60, log=print):
-    """Make `dst` hold both official zips (size and md5 verified) and the Vinyals split files.
-
-    Files already present that check out are kept; others are downloaded. Any network
-    failure becomes an FRNError that says which files to place where by hand.
-    """
-    jobs = [(ZIP_URL.format(name), os.path.join(dst, name), functools.partial(_zip_problem, size=size, md5=md5))
-            for name, (size, md5) in OFFICIAL_ZIPS.items()]
-    jobs += [(SPLIT_URL.format(split + '.txt'), os.path.join(dst, SPLITS_DIR, split + '.txt'),
-              functools.partial(_split_problem, n_classes=n)) for split, n in VINYALS_CLASSES.items()]
-    for url, path, problem in jobs:
-        if os.path.isfile(path):
-            found = problem(path)
-            if not found:
-                log(f'{path}: present and verified')
-                continue
-            log(f'{path}: present but {found}; downloading it again')
-        try:
-            download(url, path, problem, timeout)
-        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as err:
-            raise FRNError(f'cannot download {url} ({getattr(err, "reason", err)}); '
-                           f'{offline_help(dst)}') from None
-        except OSError as err:
-            raise FRNError(f'cannot write {path}: {err.strerror or err}; choose a --dst you can write to') from None
-        log(f'{path}: downloaded and verified')

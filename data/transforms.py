@@ -1,4 +1,4 @@
-"""Image transforms, exactly as the official FRN code (built from paddle.vision.transforms).
+"""Image transforms: natural images exactly as the official FRN code, and Omniglot's (paddle.vision.transforms).
 
 Train: RandomResizedCrop(S) -> ColorJitter(0.4, 0.4, 0.4) -> RandomHorizontalFlip -> ToTensor -> Normalize.
 Eval:  Resize(S * 92/84) on the shorter side -> CenterCrop(S) -> ToTensor -> Normalize.
@@ -46,6 +46,26 @@ class Normalized:
             np.take(self.table[c], pixels[..., c], out=out[c])
         return out
 
+class InvertInk:
+    """1 - x: strokes become 1 and the background 0, so convolutions' zero padding looks like background."""
+
+    def __call__(self, array):
+        return 1.0 - array
+
+
+def omniglot_transform(image_size, aug=False):
+    """PIL image -> float32 numpy [3, S, S] in [0, 1], strokes 1 and background 0 (as Prototypical Networks).
+
+    Resize is PIL's bilinear, which widens its filter when shrinking (area-like), so a
+    1-pixel stroke survives as grey instead of vanishing as with nearest. No mean/std
+    normalisation: both backbones put BatchNorm right after the first convolution, which
+    absorbs any affine rescaling of the input. `aug` is accepted and ignored: the published
+    Omniglot results use no augmentation, flips would make other characters, and the
+    rotations are already classes.
+    """
+    return T.Compose([T.Resize((image_size, image_size), interpolation='bilinear'), T.ToTensor(), ToNumpy(),
+                      InvertInk()])
+
 
 def _finish():
     return [Normalized()]
@@ -83,6 +103,5 @@ def get_transform(image_size, aug, dataset='mini_imagenet', prepared=None):
             raise ValueError(f'images prepared as {prepared} cannot be used with image_size {image_size}, aug {aug}')
         return prepared_eval_transform()
     if dataset == 'omniglot':
-        from data.omniglot import omniglot_transform
         return fixed(omniglot_transform(image_size, aug), True)  # Omniglot is never augmented
     return train_transform(image_size) if aug else eval_transform(image_size)

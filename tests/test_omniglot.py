@@ -1,4 +1,4 @@
-"""Omniglot: splits read from the official zips or folders, rotations, episodes, the downloader."""
+"""Omniglot: splits read from the official zips or folders, rotations, the transform, episodes, the downloader tool."""
 import collections
 import hashlib
 import importlib.util
@@ -18,6 +18,7 @@ from conftest import REPO, shared_path
 from data import omniglot
 from data.datamgr import EpochLoader
 from data.dataset import EpisodicBatchSampler, SetDataset
+from data.transforms import omniglot_transform
 from utils import FRNError
 
 SPLITS = ('train', 'val', 'test')
@@ -150,23 +151,23 @@ def test_background_scheme_holds_out_five_background_alphabets_for_val_and_tests
 def test_transform_gives_strokes_as_ones_on_zero_background_at_the_chosen_size(vinyals):
     image = vinyals['val'].load_image(0)
     for size in (28, 84):
-        x = omniglot.omniglot_transform(size)(image)
+        x = omniglot_transform(size)(image)
         assert x.shape == (3, size, size) and x.dtype == np.float32
         assert x.min() == 0.0 and x[:, 0, 0].tolist() == [0.0, 0.0, 0.0] and x.max() > 0.9
-    np.testing.assert_array_equal(omniglot.omniglot_transform(28, aug=True)(image),   # no augmentation
-                                  omniglot.omniglot_transform(28)(image))
+    np.testing.assert_array_equal(omniglot_transform(28, aug=True)(image),   # no augmentation
+                                  omniglot_transform(28)(image))
 
 
 def test_resizing_keeps_a_one_pixel_stroke():
     pixels = np.full((105, 105), 255, np.uint8)
     pixels[:, 52] = 0
-    x = omniglot.omniglot_transform(28)(Image.fromarray(pixels).convert('RGB'))
+    x = omniglot_transform(28)(Image.fromarray(pixels).convert('RGB'))
     assert x[0].max(axis=1).min() > 0.1                                  # every row still shows the stroke
     assert abs(x[0].sum() * (105 / 28) ** 2 - 105) < 105 * 0.05          # with its ink
 
 
 def test_episodes_on_omniglot_are_distinct_classes_of_transformed_images(vinyals):
-    split, transform = vinyals['val'], omniglot.omniglot_transform(28)
+    split, transform = vinyals['val'], omniglot_transform(28)
     dataset = SetDataset(split, transform)
     for n_way, n_per_class in ((5, 1 + 5), (20, 5 + 15)):
         sampler = EpisodicBatchSampler(split.n_classes, n_way, 2, n_per_class, dataset.class_sizes, seed=3)
@@ -229,21 +230,30 @@ def test_corrupt_zips_are_clear_errors(tmp_path):
         omniglot.read_omniglot(str(tmp_path), 'test', scheme='background')
 
 
+def load_tool():
+    spec = importlib.util.spec_from_file_location('download_omniglot', REPO / 'tools' / 'download_omniglot.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_verify_file_accepts_the_right_file_and_rejects_others(tmp_path):
+    tool = load_tool()
     path = tmp_path / 'abc.bin'
     path.write_bytes(b'abc')
     md5_abc = '900150983cd24fb0d6963f7d28e17f72'                    # RFC 1321 test vector
-    assert omniglot.verify_file(str(path), 3, md5_abc)
-    assert not omniglot.verify_file(str(path), 3, 'd41d8cd98f00b204e9800998ecf8427e')
-    assert not omniglot.verify_file(str(path), 4, md5_abc)
-    assert not omniglot.verify_file(str(tmp_path / 'missing.bin'), 3, md5_abc)
+    assert tool.verify_file(str(path), 3, md5_abc)
+    assert not tool.verify_file(str(path), 3, 'd41d8cd98f00b204e9800998ecf8427e')
+    assert not tool.verify_file(str(path), 4, md5_abc)
+    assert not tool.verify_file(str(tmp_path / 'missing.bin'), 3, md5_abc)
 
 
 def test_downloader_writes_verified_files_skips_them_next_time_and_refuses_bad_ones(tmp_path, monkeypatch, root):
+    tool = load_tool()
     served = {'images_background.zip': b'abc', 'images_evaluation.zip': b'abcd'}
     for split in SPLITS:
         served[split + '.txt'] = open(os.path.join(root, 'splits_vinyals', split + '.txt'), 'rb').read()
-    monkeypatch.setattr(omniglot, 'OFFICIAL_ZIPS', {name: (len(data), hashlib.md5(data).hexdigest())
+    monkeypatch.setattr(tool, 'OFFICIAL_ZIPS', {name: (len(data), hashlib.md5(data).hexdigest())
                                                     for name, data in served.items() if name.endswith('.zip')})
     fetched = []
 
@@ -252,24 +262,17 @@ def test_downloader_writes_verified_files_skips_them_next_time_and_refuses_bad_o
         return io.BytesIO(served[url.rsplit('/', 1)[1]])
     monkeypatch.setattr(urllib.request, 'urlopen', fake_urlopen)
     dst = tmp_path / 'omniglot'
-    omniglot.fetch_omniglot(str(dst), log=lambda line: None)
+    tool.fetch_omniglot(str(dst), log=lambda line: None)
     assert len(fetched) == 5 and any('brendenlake/omniglot' in u for u in fetched)
     assert sorted(os.listdir(dst)) == ['images_background.zip', 'images_evaluation.zip', 'splits_vinyals']
     assert (dst / 'splits_vinyals' / 'val.txt').read_bytes() == served['val.txt']
-    omniglot.fetch_omniglot(str(dst), log=lambda line: None)
+    tool.fetch_omniglot(str(dst), log=lambda line: None)
     assert len(fetched) == 5                                          # everything verified: nothing fetched
     (dst / 'images_background.zip').unlink()
     served['images_background.zip'] = b'abX'                          # right size, wrong md5
     with pytest.raises(FRNError, match='md5'):
-        omniglot.fetch_omniglot(str(dst), log=lambda line: None)
+        tool.fetch_omniglot(str(dst), log=lambda line: None)
     assert sorted(os.listdir(dst)) == ['images_evaluation.zip', 'splits_vinyals']   # no bad or temp file
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('download_omniglot', REPO / 'tools' / 'download_omniglot.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_downloader_offline_says_what_to_place_where(tmp_path, monkeypatch, capsys):
