@@ -1,14 +1,95 @@
-"""What pretrain.py, meta_train.py and test.py share: flags, their checks, and start-up.
+"""What the entry points share: the process set-up, the flags and their checks, and start-up.
 
-Each script builds its parser from these groups, so a flag has one name, one default
-and one help text everywhere. Values are checked before any work starts.
+Importing this module prepares the process before paddle does any work: it quiets two
+warnings of paddle that are not the user's concern, and on AMD CPUs it tells MKL to use
+its AVX2 kernels. So every entry point imports `cli` before the library. Each script
+builds its parser from the groups below, so a flag has one name, one default and one
+help text everywhere; values are checked before any work starts.
 """
 import argparse
 import datetime
+import functools
 import os
 import sys
+import warnings
 
-from utils import FRNError, Logger, default_threads, mkl_note, select_device, set_threads
+from utils import FRNError
+
+# `import paddle` warns about a missing C++ compiler cache, which only matters for building
+# custom operators, and BatchNorm warns on every training forward that it tracks running
+# statistics, which is what we want.
+warnings.filterwarnings('ignore', message='No ccache found', category=UserWarning)
+warnings.filterwarnings('ignore', message='When training, we now always track global mean', category=UserWarning)
+
+
+def amd_cpu_with_avx2():
+    """True on Linux with an AMD CPU that has AVX2 and FMA (read from /proc/cpuinfo)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            info = f.read(65536)
+    except OSError:
+        return False
+    flags = next((line.split(':', 1)[1].split() for line in info.splitlines() if line.startswith('flags')), [])
+    return 'AuthenticAMD' in info and 'avx2' in flags and 'fma' in flags
+
+
+# The MKL inside Paddle's CPU wheel picks its slow generic kernels on AMD CPUs unless told that the
+# CPU has AVX2 (the speed-up is in benchmarks/RESULTS.md). MKL reads this when it first runs, so it is
+# set at import, before paddle does any math. Only the summation order changes. A value the user set
+# wins; FRN_MKL_AVX2=0 turns this off.
+MKL_AVX2_SET_HERE = ('MKL_DEBUG_CPU_TYPE' not in os.environ and os.environ.get('FRN_MKL_AVX2', '1') != '0'
+                     and amd_cpu_with_avx2())
+if MKL_AVX2_SET_HERE:
+    os.environ['MKL_DEBUG_CPU_TYPE'] = '5'
+
+
+def mkl_note():
+    """How MKL is set up, for the log header."""
+    if MKL_AVX2_SET_HERE:
+        return ' | MKL AVX2 kernels on this AMD CPU (MKL_DEBUG_CPU_TYPE=5; FRN_MKL_AVX2=0 turns it off)'
+    if 'MKL_DEBUG_CPU_TYPE' in os.environ:
+        return f' | MKL_DEBUG_CPU_TYPE={os.environ["MKL_DEBUG_CPU_TYPE"]} (set by you)'
+    return ''
+
+
+def cli_main(main):
+    """Run `main()` as a command: an FRNError becomes one line on stderr and exit code 2."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except FRNError as err:
+            print(f'error: {err}', file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print('interrupted', file=sys.stderr)
+            sys.exit(130)
+    return wrapper
+
+
+def set_threads(n):
+    """Set the CPU math threads. `import paddle` pins OMP_NUM_THREADS=1 when it is unset."""
+    import paddle
+    n = max(1, int(n))
+    paddle.base.core.set_num_threads(n)
+    return n
+
+
+def default_threads():
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
+def select_device(gpu):
+    """'gpu' when asked for and this PaddlePaddle build can use CUDA, else 'cpu' (with one warning)."""
+    import paddle
+    if gpu:
+        if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+            return paddle.device.set_device('gpu')
+        print('warning: --gpu was given, but this PaddlePaddle build has no CUDA device; running on the CPU. '
+              'Install paddlepaddle-gpu (see README) to use a GPU.', file=sys.stderr)
+    return paddle.device.set_device('cpu')
+
+
 
 DATASETS = ('mini_imagenet', 'tiered_imagenet', 'cub', 'aircraft', 'omniglot', 'custom')
 MODELS = ('ResNet12', 'Conv4')
@@ -125,6 +206,7 @@ def start(args, log_path):
     import paddle
 
     from engine import parallel
+    from engine.log import Logger
     threads = set_threads(args.threads)
     select_device(args.gpu)
     rank, world = parallel.init()

@@ -11,19 +11,15 @@ classes' supports apart; r = [alpha, beta] is trained. Writes
 ./checkpoints/<dataset>/<model>_meta_frn_<way>way_<shot>shot_metatrain/.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning and sets up MKL)
-import paddle.nn.functional as F  # noqa: E402
-
-import cli  # noqa: E402
-from engine.evaluation import accuracy, episode_images, query_targets  # noqa: E402
-from engine import parallel  # noqa: E402
-from methods.FRN import FRN, auxrank  # noqa: E402
-from engine.trainer import train  # noqa: E402
-from utils import FRNError, cli_main, load_model  # noqa: E402
+import cli  # first: it sets up the process (warnings, MKL) before paddle is imported
+from cli import cli_main
+from engine import parallel
+from engine.trainer import train
+from methods.checkpoint import load_model
+from methods.FRN import FRN
+from methods.steps import meta_frn_step
+from utils import FRNError
 
 
 def parse_args(argv=None):
@@ -49,16 +45,6 @@ def parse_args(argv=None):
     return args
 
 
-def make_episode_step(way, shot, query):
-    target = query_targets(way, query)
-
-    def episode_step(model, batch):
-        x, _ = batch
-        log_prediction, support = model(episode_images(x, shot))
-        return F.nll_loss(log_prediction, target) + auxrank(support), accuracy(log_prediction, target)
-    return episode_step
-
-
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
@@ -81,7 +67,7 @@ def main(argv=None):
         log('warning: no --pretrain_path; meta-training starts from a random initialisation')
     log(f'train: {train_split.n_classes} classes, {args.train_n_episode} episodes per epoch | '
         f'val: {val_split.n_classes} classes | run folder {run_dir}')
-    train(args, model, train_loader, make_episode_step(args.train_n_way, args.n_shot, args.n_query), val_loader,
+    train(args, model, train_loader, meta_frn_step(args.train_n_way, args.n_shot, args.n_query), val_loader,
           (args.val_n_way, args.n_shot, args.n_query), run_dir, log)
 
 

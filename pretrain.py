@@ -9,20 +9,15 @@ class matrices as supports); the loss is the NLL over all classes, and r = [alph
 stays frozen. Writes ./checkpoints/<dataset>/<model>_stl_frn_pretrain/.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning and sets up MKL)
-import paddle.nn.functional as F  # noqa: E402
-
-import cli  # noqa: E402
-from data.datamgr import SimpleDataManager  # noqa: E402
-from engine.evaluation import accuracy  # noqa: E402
-from engine import parallel  # noqa: E402
-from methods.FRN import FRN  # noqa: E402
-from engine.trainer import train  # noqa: E402
-from utils import FRNError, cli_main  # noqa: E402
+import cli  # first: it sets up the process (warnings, MKL) before paddle is imported
+from cli import cli_main
+from data.datamgr import SimpleDataManager
+from engine import parallel
+from engine.trainer import train
+from methods.FRN import FRN
+from methods.steps import pretrain_step
+from utils import FRNError
 
 
 def parse_args(argv=None):
@@ -43,12 +38,6 @@ def parse_args(argv=None):
     if args.batch_size < 2:
         raise FRNError(f'--batch_size must be at least 2 (BatchNorm needs a batch), not {args.batch_size}')
     return args
-
-
-def pretrain_step(model, batch):
-    x, y = batch
-    log_prediction = model.forward_pretrain(x)
-    return F.nll_loss(log_prediction, y), accuracy(log_prediction, y)
 
 
 @cli_main

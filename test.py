@@ -11,22 +11,20 @@ per task, then the mean and interval over all episodes, and writes results/<way>
 and .log.
 """
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli  # first: it sets up the process (warnings, MKL) before paddle is imported
+import numpy as np
+import paddle
 
-import utils  # noqa: E402,F401  (first: it quiets paddle's import-time warning and sets up MKL)
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-
-import cli  # noqa: E402
-from engine import parallel  # noqa: E402
-from engine.evaluation import evaluate  # noqa: E402
-from engine.feature_cache import FeatureCache  # noqa: E402
-from methods.FRN import FRN  # noqa: E402
-from methods.protonet import PrototypeClassifier  # noqa: E402
-from utils import FRNError, atomic_write_json, cli_main, load_model, mean_confidence_interval  # noqa: E402
+from cli import cli_main
+from engine import parallel
+from engine.evaluation import evaluate
+from engine.feature_cache import FeatureCache
+from methods.checkpoint import load_model
+from methods.FRN import FRN
+from methods.protonet import PrototypeClassifier
+from utils import FRNError, atomic_write_json, mean_confidence_interval
 
 
 def parse_args(argv=None):

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 
-import utils  # noqa: E402
+import cli  # noqa: E402  (first: it sets up the process before paddle works)
 import paddle  # noqa: E402
 import data.datamgr as datamgr  # noqa: E402
 from data.datamgr import EpochLoader, split_transform  # noqa: E402
@@ -179,7 +179,7 @@ def loader_rows(split, what, cache_dir, n_batches, passes, log):
 
 def run(small=True, threads=None, log=None):
     """All rows; `decode_per_s` is the baseline of each row (for the DataLoader rows: 0 workers)."""
-    utils.set_threads(threads or min(2, utils.default_threads()))
+    cli.set_threads(threads or min(2, cli.default_threads()))
     n_real, n_full, passes = (1000, 256, 5) if small else (4000, 1280, 7)
     rows = []
     with tempfile.TemporaryDirectory(prefix='frn-bench-data-') as tmp:

@@ -25,13 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-import utils  # noqa: E402
+import cli  # noqa: E402  (first: it sets up the process before paddle works)
 import paddle  # noqa: E402
 from benchmarks.bench_data import median, photo_split, size_args  # noqa: E402
 from data.datamgr import EpochLoader  # noqa: E402
 from data.dataset import EpisodicBatchSampler, SetDataset  # noqa: E402
 from data.transforms import eval_transform  # noqa: E402
-from engine.evaluation import accuracy, episode_neg_l2_dists, query_targets  # noqa: E402
+from engine.evaluation import episode_neg_l2_dists  # noqa: E402
+from methods.steps import accuracy, query_targets  # noqa: E402
 from engine.feature_cache import FeatureCache  # noqa: E402
 from methods.FRN import FRN  # noqa: E402
 
@@ -128,7 +129,7 @@ def project(row):
 
 
 def run(small=True, threads=None, log=None):
-    utils.set_threads(threads or min(2, utils.default_threads()))
+    cli.set_threads(threads or min(2, cli.default_threads()))
     # small: the smallest split a 5-shot 15-query episode fits (5 classes x 20), every image in each episode
     n_classes, per_class, rounds, per_episode, cached = (5, 20, 3, 1, 5) if small else (20, 550, 1, 20, 2000)
     # small: ResNet-12 costs ~10x Conv-4 per image, so it gets 2 rounds (each embeds 100 images and runs 180

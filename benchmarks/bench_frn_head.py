@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
 
-import utils  # noqa: E402
+import cli  # noqa: E402  (first: it sets up the process before paddle works)
 from methods.ridge import recon_dist  # noqa: E402
 
 D, POSITIONS = 640, 25
@@ -57,7 +57,7 @@ def max_rel(a, b):
 
 def run(small=True, threads=None, seed=0, log=None):
     """Time both solvers on every shape; returns one dict per shape."""
-    threads = utils.set_threads(threads or min(2, utils.default_threads()))
+    threads = cli.set_threads(threads or min(2, cli.default_threads()))
     query_shot, repeats = (4, 2) if small else (15, 5)
     rows = []
     for way, shot in SHAPES:

@@ -20,7 +20,7 @@ difference of its losses from the product's (0 means bitwise the same steps).
   mode: Conv-4 only; on ResNet-12 it was no faster and took 50% more memory; on Conv-4 it traces
   the plain block, since the eager training shortcut cannot be traced);
 - paddle, generic MKL kernels (AMD CPUs with AVX2 only): the product with FRN_MKL_AVX2=0, i.e. without
-  the MKL_DEBUG_CPU_TYPE=5 that utils.py sets on AMD CPUs with AVX2 (Paddle's MKL then falls
+  the MKL_DEBUG_CPU_TYPE=5 that cli.py sets on AMD CPUs with AVX2 (Paddle's MKL then falls
   back to its slow generic code path);
 - official PyTorch (with --torch_python, a Python that has torch): the official FRN
   step, written here from the paper and the official code's structure: the same
@@ -50,20 +50,20 @@ def paddle_step_fn(backbone, task, shape, variant):
     sys.path.insert(0, REPO)
     import argparse
     import numpy as np
-    import utils  # noqa: F401  (before paddle: quiets its import warning)
+    import cli  # noqa: F401  (before paddle: it sets up the process)
     import paddle
     from methods.FRN import FRN
     from engine.trainer import build_optimizer
     paddle.seed(0)
     rng = np.random.default_rng(0)
     if task == 'meta':
-        from meta_train import make_episode_step
+        from methods.steps import meta_frn_step
         way, shot, query = shape
         model = FRN(way=way, shots=[shot, query], backbone=backbone, image_size=IMAGE)
         batch = (paddle.to_tensor(rng.standard_normal((way, shot + query, 3, IMAGE, IMAGE)).astype('float32')), None)
-        train_step = make_episode_step(way, shot, query)
+        train_step = meta_frn_step(way, shot, query)
     else:
-        from pretrain import pretrain_step
+        from methods.steps import pretrain_step
         size, classes = shape
         model = FRN(backbone=backbone, is_pretraining=True, num_cat=classes, image_size=IMAGE)
         batch = (paddle.to_tensor(rng.standard_normal((size, 3, IMAGE, IMAGE)).astype('float32')),
@@ -192,8 +192,8 @@ def worker(kind, backbone, task, shape, threads):
         step = torch_step_fn(backbone, task, shape)
     else:
         sys.path.insert(0, REPO)
-        import utils
-        utils.set_threads(threads)
+        import cli
+        cli.set_threads(threads)
         step = paddle_step_fn(backbone, task, shape, kind)
     reply({'ready': True})
     for line in sys.stdin:
@@ -263,8 +263,8 @@ def measure(backbone, task, shape, threads, repeats, interleave, torch_python, l
     static = ['static'] if backbone == 'Conv4' or not interleave else []
     # imported here, not at the top: the torch worker runs this file too, and must not steer torch's MKL
     sys.path.insert(0, REPO)
-    import utils
-    generic = ['generic'] if utils.amd_cpu_with_avx2() else []  # elsewhere it would be the product itself
+    import cli
+    generic = ['generic'] if cli.amd_cpu_with_avx2() else []  # elsewhere it would be the product itself
     kinds = ['paddle'] + static + generic + (['torch'] if torch_python else [])
     steps = {k: [] for k in kinds}
     rss, errors = {}, {}
@@ -328,8 +328,8 @@ def default_torch_python():
 
 def run(small=True, threads=None, log=None, torch_python=None):
     sys.path.insert(0, REPO)
-    import utils
-    threads = threads or min(2, utils.default_threads())
+    import cli
+    threads = threads or min(2, cli.default_threads())
     torch_python = torch_python or default_torch_python()
     if log and not torch_python:
         log('torch not found (pass --torch_python or set FRN_TORCH_PYTHON): the official PyTorch column is skipped')

@@ -29,16 +29,18 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 import time
 
 import numpy as np
 import PIL
 from paddle.vision import transforms as T
 from PIL import Image
+from tqdm import tqdm
 
 from data.filelist import SplitList
 from data.transforms import eval_resize
-from utils import FRNError, atomic_write, atomic_write_text, progress
+from utils import FRNError, atomic_write, atomic_write_text
 
 FORMAT = 'frn-paddle image cache 1'
 FORMS = ('eval', 'train')
@@ -139,7 +141,7 @@ def build(split, stem, spec, num_workers=0, log=print):
             pixels = pool.imap(_prepared_pixels, jobs, chunksize=64) if pool else map(_prepared_pixels, jobs)
             offset = 0
             with open(tmp, 'wb') as f:
-                for i, arr in enumerate(progress(pixels, desc='image cache', total=n)):
+                for i, arr in enumerate(tqdm(pixels, desc='image cache', total=n, leave=False, disable=not sys.stdout.isatty())):
                     f.write(arr.tobytes())
                     offsets[i], shapes[i] = offset, arr.shape
                     offset += arr.nbytes

@@ -28,7 +28,8 @@ import paddle
 
 from methods.FRN import FRN
 from network import BACKBONES
-from utils import FRNError, atomic_write_json, load_model, read_state_dict
+from methods.checkpoint import load_model, read_state_dict
+from utils import FRNError, atomic_write_json
 
 HEAD_FILE = 'frn_head.json'
 MODEL_PREFIX = 'model'

@@ -1,33 +1,11 @@
-"""Episode layout and few-shot evaluation.
-
-Loaders give an episode class-major, [way, shot + query, 3, H, W]. The FRN methods
-take the official layout instead: all supports grouped by class, then all queries
-grouped the same way, so query i belongs to class i // query.
-"""
+"""Few-shot evaluation: meta-test every episode of a loader, per episode or from cached feature maps."""
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 from engine.feature_cache import DEFAULT_MAX_CACHE_MB, FeatureCache, cached_neg_l2_dists, uncacheable_reason
-from utils import progress
-
-
-def episode_images(x, shot):
-    """[way, shot + query, C, H, W] -> [way * (shot + query), C, H, W], supports first."""
-    way, n, c, h, w = x.shape
-    support = paddle.reshape(x[:, :shot], [way * shot, c, h, w])
-    query = paddle.reshape(x[:, shot:], [way * (n - shot), c, h, w])
-    return paddle.concat([support, query], axis=0)
-
-
-def query_targets(way, query):
-    """Class of each query in the official layout: [0]*query + [1]*query + ..."""
-    return paddle.to_tensor(np.repeat(np.arange(way), query), dtype='int64')
-
-
-def accuracy(log_prediction, target):
-    """Percentage of rows whose arg-max is the target."""
-    return 100.0 * paddle.mean(paddle.cast(paddle.argmax(log_prediction, axis=1) == target, 'float32')).item()
+from engine.log import progress
+from methods.steps import accuracy, episode_images, query_targets
 
 
 def per_episode_neg_l2_dists(model, loader, way, shot, query, desc=None):

@@ -34,7 +34,7 @@ import paddle
 
 from data.datamgr import EpochLoader
 from data.dataset import SimpleDataset
-from utils import progress
+from engine.log import progress
 
 # Images per backbone pass while filling the cache. A feature map does not depend on the
 # batch, so this is only about speed: on a 2-core CPU, batches of 16 embedded 7-12% more

@@ -29,7 +29,8 @@ import paddle
 from engine.metrics import Scalars, save_curves
 from engine import parallel
 from engine.evaluation import evaluate
-from utils import FRNError, atomic_save, mean_confidence_interval, progress
+from engine.log import progress
+from utils import FRNError, atomic_save, mean_confidence_interval
 
 
 class TrainStep(paddle.nn.Layer):

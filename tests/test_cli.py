@@ -288,13 +288,13 @@ def test_prototype_baseline_scores_episodes_by_the_nearest_class_mean(pipeline, 
 @pytest.mark.parametrize('setting, expected', [({}, 'auto'), ({'FRN_MKL_AVX2': '0'}, None),
                                                ({'MKL_DEBUG_CPU_TYPE': '2'}, '2')])
 def test_mkl_avx2_hint_is_set_only_on_amd_avx2_cpus_and_never_over_the_user(setting, expected):
-    import utils
+    import cli
     env = {k: v for k, v in os.environ.items() if k not in ('MKL_DEBUG_CPU_TYPE', 'FRN_MKL_AVX2')}
     env.update(setting)
-    probe = 'import os, utils; print(os.environ.get("MKL_DEBUG_CPU_TYPE"), utils.mkl_note() != "")'
+    probe = 'import os, cli; print(os.environ.get("MKL_DEBUG_CPU_TYPE"), cli.mkl_note() != "")'
     out = subprocess.run([sys.executable, '-c', probe], cwd=REPO, env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     if expected == 'auto':
-        expected = '5' if utils.amd_cpu_with_avx2() else None
+        expected = '5' if cli.amd_cpu_with_avx2() else None
     assert out[0] == str(expected)
     assert out[1] == str(expected is not None)  # the log header says when MKL was steered

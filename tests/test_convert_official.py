@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 import pytest
 
-import utils
+from methods import checkpoint
 from conftest import REPO, shared_path
 from methods.FRN import FRN
 from deploy.official_weights import convert_checkpoint, convert_state_dict, infer_backbone, read_torch_state_dict
@@ -262,12 +262,12 @@ def test_cli_converts_from_any_folder_and_the_result_loads_into_frn(tmp_path):
     assert 'Conv4, pretraining (cat_mat, 8 classes), 27 tensors; dropped 4 num_batches_tracked' in done.stdout
     official = read_torch_state_dict(src)
     pretraining = FRN(backbone='Conv4', is_pretraining=True, num_cat=8)
-    assert utils.load_model(pretraining, dst) == ([], [])
+    assert checkpoint.load_model(pretraining, dst) == ([], [])
     np.testing.assert_array_equal(pretraining.cat_mat.numpy(), official['cat_mat'])
     np.testing.assert_array_equal(pretraining.state_dict()['feature_extractor.layers.3.layers.1._variance'].numpy(),
                                   official['feature_extractor.layers.3.layers.1.running_var'])
     meta = FRN(way=5, shots=[1, 15], backbone='Conv4')
-    assert utils.load_model(meta, dst) == (['cat_mat'], [])  # pretraining -> meta-training drops cat_mat
+    assert checkpoint.load_model(meta, dst) == (['cat_mat'], [])  # pretraining -> meta-training drops cat_mat
     np.testing.assert_array_equal(meta.scale.numpy(), official['scale'])
 
 
@@ -287,12 +287,12 @@ def test_load_model_keeps_the_model_head_when_the_file_lacks_it(tmp_path):
     convert_checkpoint(write_state(tmp_path / 'c4.pth', official_state('Conv4')), path)
     pretraining = FRN(backbone='Conv4', is_pretraining=True, num_cat=3)
     cat_mat = pretraining.cat_mat.numpy().copy()
-    assert utils.load_model(pretraining, path) == ([], ['cat_mat'])
+    assert checkpoint.load_model(pretraining, path) == ([], ['cat_mat'])
     np.testing.assert_array_equal(pretraining.cat_mat.numpy(), cat_mat)
     with pytest.raises(FRNError, match='backbone parameter'):
-        utils.load_model(FRN(backbone='ResNet12'), path)
+        checkpoint.load_model(FRN(backbone='ResNet12'), path)
     with pytest.raises(FRNError, match='PyTorch checkpoint; convert it first'):
-        utils.load_model(pretraining, tmp_path / 'c4.pth')
+        checkpoint.load_model(pretraining, tmp_path / 'c4.pth')
 
 
 def test_converter_refuses_a_pth_destination(tmp_path):
@@ -312,7 +312,7 @@ def test_load_model_fills_a_float64_model_from_a_float32_file(tmp_path):
         model = FRN(backbone='Conv4')
     finally:
         paddle.set_default_dtype('float32')
-    utils.load_model(model, path)
+    checkpoint.load_model(model, path)
     assert model.scale.dtype == paddle.float64
     expected = paddle.load(str(path))
     np.testing.assert_array_equal(model.scale.numpy(), expected['scale'].numpy().astype('float64'))

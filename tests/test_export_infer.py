@@ -116,8 +116,8 @@ def test_export_writes_the_inference_model_and_the_head_json(work):
 COMPARE = '''
 import json, sys
 sys.path.insert(0, sys.argv[1])
-import utils
-utils.set_threads(2)
+import cli
+cli.set_threads(2)
 from deploy.export import DygraphFeatures, InferenceFeatures
 from deploy.predict import load_images
 import numpy as np

@@ -27,7 +27,7 @@ import numpy as np
 import paddle
 import pytest
 
-import utils
+from methods import checkpoint
 from conftest import shared_path
 from methods.FRN import FRN, auxrank
 from deploy.official_weights import convert_checkpoint
@@ -93,7 +93,7 @@ class Official:
         name = 'conv4_pretrain_official' if pretraining and self.backbone == 'conv4' else f'{self.backbone}_frn_official'
         model = FRN(way=self.cfg['way'], shots=[self.cfg['shot'], self.cfg['query']], backbone=BACKBONES[self.backbone],
                     is_pretraining=pretraining, num_cat=self.cfg['num_cat'] if pretraining else None)
-        dropped, missing = utils.load_model(model, self.converted[name])
+        dropped, missing = checkpoint.load_model(model, self.converted[name])
         assert dropped == [] and missing == (['cat_mat'] if pretraining and self.backbone == 'resnet12' else [])
         model.to(dtype=self.dtype)
         return model

@@ -14,10 +14,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import utils  # noqa: E402  (after the sys.path line, so the script runs from anywhere)
+import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 
 
-@utils.cli_main
+@cli.cli_main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--data_path', required=True, help='dataset folder (mini-ImageNet format or one folder per split)')
@@ -28,7 +28,7 @@ def main(argv=None):
     parser.add_argument('--rebuild', action='store_true', help='replace existing caches of these splits')
     args = parser.parse_args(argv)
     if args.image_size < 1 or args.num_workers < 0:
-        raise utils.FRNError('--image_size must be at least 1 and --num_workers 0 or more')
+        raise cli.FRNError('--image_size must be at least 1 and --num_workers 0 or more')
     from data.filelist import read_split
     from data import image_cache
     for name in args.splits:

@@ -4,7 +4,7 @@
 
 Handles fine-tuned checkpoints (scale, r, feature_extractor.*) and pretraining ones
 (plus cat_mat), for ResNet-12 and Conv-4. The backbone is read from the keys unless
---backbone forces it. Load the result with utils.load_model(model, path).
+--backbone forces it. Load the result with methods.checkpoint.load_model(model, path).
 """
 import argparse
 import os
@@ -12,10 +12,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import utils  # noqa: E402  (after the sys.path line, so the script runs from anywhere)
+import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 
 
-@utils.cli_main
+@cli.cli_main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--src', required=True, help='official checkpoint written by torch.save (.pth)')

@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import utils  # noqa: E402  (first: it quiets paddle's import-time warning and sets up MKL)
+import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 from utils import FRNError  # noqa: E402
 
 CHECK_TOLERANCE = 1e-4  # max |exported - dygraph| / max |dygraph| over the check images
@@ -30,20 +30,20 @@ def check_export(model_path, backbone, save_dir, image_size, threads, n_images=4
     return diff, diff / float(np.abs(reference).max()), exported.backend
 
 
-@utils.cli_main
+@cli.cli_main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model', required=True, choices=['ResNet12', 'Conv4'], help='backbone of the checkpoint')
     parser.add_argument('--model_path', required=True, help='trained weights (.pdparams)')
     parser.add_argument('--save_dir', required=True, help='output folder (model.json, model.pdiparams, frn_head.json)')
     parser.add_argument('--image_size', type=int, default=84, help='input side in pixels the model will be fed')
-    parser.add_argument('--threads', type=int, default=utils.default_threads(), help='CPU math threads')
+    parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
     parser.add_argument('--no_check', action='store_true',
                         help='skip loading the export back and comparing it with the dygraph model')
     args = parser.parse_args(argv)
     if args.image_size < 16:
         raise FRNError(f'--image_size must be at least 16 (four 2x2 poolings), not {args.image_size}')
-    utils.set_threads(args.threads)
+    cli.set_threads(args.threads)
     from deploy.export import export_model
     head = export_model(args.model_path, args.model, args.save_dir, args.image_size)
     print(f'exported {args.model} ({args.model_path}) to {args.save_dir}: input [N, 3, {args.image_size}, '

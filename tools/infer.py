@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import utils  # noqa: E402  (first: it quiets paddle's import-time warning and sets up MKL)
+import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 from utils import FRNError  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def parse_args(argv=None):
                         help='input side in pixels (default: 84 for --model_path, the exported size for '
                              '--inference_dir)')
     parser.add_argument('--use_gpu', action='store_true', help='use the GPU when this PaddlePaddle build has one')
-    parser.add_argument('--threads', type=int, default=utils.default_threads(), help='CPU math threads')
+    parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
     args = parser.parse_args(argv)
     if args.image_size is not None and args.image_size < 16:
@@ -71,10 +71,10 @@ def as_table(result, names, features):
                      [line(r) for r in rows])
 
 
-@utils.cli_main
+@cli.cli_main
 def main(argv=None):
     args = parse_args(argv)
-    utils.set_threads(args.threads)
+    cli.set_threads(args.threads)
     from deploy.export import feature_extractor
     from deploy.predict import list_queries, predict, read_support
     support, queries = read_support(args.support), list_queries(args.query)  # folder errors before any work

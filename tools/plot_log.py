@@ -11,10 +11,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import utils  # noqa: E402  (first, as in the other tools)
+import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 
 
-@utils.cli_main
+@cli.cli_main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('log', help='output.log of pretrain.py or meta_train.py')
