@@ -12,10 +12,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import utils  # noqa: E402  (after the sys.path line, so the script runs from anywhere)
+import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 
 
-@utils.cli_main
+@cli.cli_main
 def main(argv=None):
     from data.prepare_fewshot import IMAGE_FORMATS, format_summary, prepare_cub
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
