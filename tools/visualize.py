@@ -77,7 +77,7 @@ def render(result, i, query_view, support_views, size):
     FigureCanvasAgg(fig)
     columns = 1 + max(len(classes), len(shown))
     grid = fig.add_gridspec(2, columns + 1, width_ratios=[1] * columns + [0.12], left=0.02, right=0.95,
-                            top=0.88, bottom=0.03, wspace=0.15, hspace=0.45)
+                            top=0.84, bottom=0.03, wspace=0.15, hspace=0.45)
     extent = (0, size, size, 0)
     cell = size / errors.shape[-1]
     vmin, vmax = float(errors.min()), float(errors.max())  # one colour scale for all classes
@@ -116,8 +116,8 @@ def render(result, i, query_view, support_views, size):
         if ax is not bar.ax:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f'{result["names"][i]}: predicted {classes[predicted]}  (solid: best-, dashed: worst-reconstructed '
-                 f'positions; boxes of a colour: largest ridge weights)', fontsize=9)
+    fig.suptitle(f'{result["names"][i]}: predicted {classes[predicted]}\nsolid: best-, dashed: worst-reconstructed '
+                 f'positions; boxes of their colour: the support positions with the largest ridge weights', fontsize=8)
     return fig
 
 
