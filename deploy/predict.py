@@ -86,6 +86,16 @@ def class_probabilities(query_maps, support_maps, alpha, beta, scale):
     return F.softmax(neg_l2 * scale, axis=1).numpy()
 
 
+def feature_maps(features, support, queries):
+    """(one [k_c, r, d] numpy array per class, queries' [Q, r, d]) from a feature extractor of deploy/export.py."""
+    all_support = features(load_images([p for _, paths in support for p in paths], features.image_size))
+    support_maps, start = [], 0
+    for _, paths in support:
+        support_maps.append(all_support[start:start + len(paths)])  # k_c, r, d
+        start += len(paths)
+    return support_maps, features(load_images(queries, features.image_size))
+
+
 def predict(features, support, queries):
     """Classify every query among the support classes with a feature extractor of deploy/export.py.
 
@@ -93,12 +103,7 @@ def predict(features, support, queries):
     Returns {'classes', 'support': {class: n images}, 'queries', 'probabilities' [Q, way],
     'predictions' [class name per query]}.
     """
-    all_support = features(load_images([p for _, paths in support for p in paths], features.image_size))
-    support_maps, start = [], 0
-    for _, paths in support:
-        support_maps.append(all_support[start:start + len(paths)])  # k_c, r, d
-        start += len(paths)
-    query_maps = features(load_images(queries, features.image_size))
+    support_maps, query_maps = feature_maps(features, support, queries)
     probs = class_probabilities(query_maps, support_maps, features.alpha, features.beta, features.scale)
     classes = [name for name, _ in support]
     return {'classes': classes, 'support': {name: len(paths) for name, paths in support}, 'queries': queries,

@@ -43,22 +43,49 @@ def recon_dist(query, support, alpha, beta, solver='cholesky', form=None):
     """
     if solver not in SOLVERS:
         raise ValueError(f'unknown ridge solver {solver!r}; choose one of {SOLVERS}')
+    form = _pick_form(support, solver, form)
+    lam = ridge_lambda(support.shape[1], support.shape[2], alpha)
+    rho = paddle.exp(beta)
+    if solver == 'inverse':
+        return _inverse_dist(query, support, lam, rho, form)
+    dist, _ = _cholesky_parts(query, support, lam, rho, form)
+    return paddle.cast(dist, query.dtype)
+
+
+def recon_explain(query, support, alpha, beta, form=None):
+    """What recon_dist computes, and the ridge weights that make each reconstruction.
+
+    Returns (dist [M, way], weights [way, M, kr]), both in the dtype of `query`. Row m of
+    weights[c] is W = rho q S^T (S S^T + lam I)^-1 of Equation 8, so q_bar = W S and
+    dist[m, c] = ||W S - q||^2. Both come from one Cholesky solve, the one recon_dist uses
+    (form chosen the same way), so `dist` is bitwise recon_dist's.
+    """
+    form = _pick_form(support, 'cholesky', form)
+    lam = ridge_lambda(support.shape[1], support.shape[2], alpha)
+    rho = paddle.exp(beta)
+    dist, weights = _cholesky_parts(query, support, lam, rho, form)
+    return paddle.cast(dist, query.dtype), paddle.cast(weights, query.dtype)
+
+
+def _pick_form(support, solver, form):
+    """'kr' or 'd': as given, else the smaller matrix for 'cholesky' and the official d x d for 'inverse'."""
     way, kr, d = support.shape
     if form is None:
         form = ('kr' if kr < d else 'd') if solver == 'cholesky' else 'd'
     if form not in FORMS:
         raise ValueError(f'unknown ridge form {form!r}; choose one of {FORMS}')
-    lam = ridge_lambda(kr, d, alpha)
-    rho = paddle.exp(beta)
-    if solver == 'inverse':
-        return _inverse_dist(query, support, lam, rho, form)
-    # float64 throughout: the kr x kr form subtracts ||q||^2 - (projection), which
-    # cancels when the reconstruction is good; float64 keeps a float32 model's
-    # distances exact to float32 rounding at little cost, as the matrices are small.
-    dtype = query.dtype
+    return form
+
+
+def _cholesky_parts(query, support, lam, rho, form):
+    """(dist [M, way], ridge weights W [way, M, kr]) in float64, through the Cholesky solver of `form`.
+
+    float64 throughout: the kr x kr form subtracts ||q||^2 - (projection), which
+    cancels when the reconstruction is good; float64 keeps a float32 model's
+    distances exact to float32 rounding at little cost, as the matrices are small.
+    """
     query, support, lam, rho = (paddle.cast(t, 'float64') for t in (query, support, lam, rho))
-    dist = (_cholesky_kr_dist if form == 'kr' else _cholesky_d_dist)(query, support, lam, rho)
-    return paddle.cast(dist, dtype)
+    return (_cholesky_kr_dist if form == 'kr' else _cholesky_d_dist)(query, support, lam, rho)
 
 
 def _inverse_dist(query, support, lam, rho, form):
@@ -99,6 +126,7 @@ def _cholesky_kr_dist(query, support, lam, rho):
     With A = S S^T + lam I = L L^T, c = q S^T, t = c A^-1 c^T and w = c A^-1:
     ||rho w S - q||^2 = ||q||^2 - (2 rho - rho^2) t - rho^2 lam ||w||^2,
     because w S S^T w^T = w A w^T - lam ||w||^2 = t - lam ||w||^2.
+    Returns (dist [M, way], ridge weights rho w [way, M, kr]).
     """
     way, kr, d = support.shape
     linv = _inverse_cholesky_factor(paddle.matmul(support, support, transpose_y=True), lam)  # way, kr, kr
@@ -110,14 +138,19 @@ def _cholesky_kr_dist(query, support, lam, rho):
     w2 = paddle.sum(paddle.square(w), axis=2)  # way, M
     q2 = paddle.sum(paddle.square(query), axis=1)  # M
     dist = q2 - (2 * rho - paddle.square(rho)) * t - paddle.square(rho) * lam * w2  # way, M
-    return paddle.transpose(dist, [1, 0])  # M, way
+    return paddle.transpose(dist, [1, 0]), rho * w  # M, way; way, M, kr
 
 
 def _cholesky_d_dist(query, support, lam, rho):
     """d x d form, as an explicit residual: with B = S^T S + lam I, hat = I - lam B^-1,
-    so rho q hat - q = (rho - 1) q - rho lam q B^-1."""
+    so rho q hat - q = (rho - 1) q - rho lam q B^-1.
+
+    Returns (dist [M, way], ridge weights [way, M, kr]): W = rho q S^T A^-1 = rho q B^-1 S^T,
+    so that W S = rho q (I - lam B^-1) is the reconstruction whose residual `dist` sums.
+    """
     linv = _inverse_cholesky_factor(paddle.matmul(support, support, transpose_x=True), lam)  # way, d, d
     q_binv = paddle.matmul(paddle.matmul(query, linv, transpose_y=True), linv)  # way, M, d: q B^-1
     resid = (rho - 1) * query - rho * lam * q_binv  # way, M, d
     dist = paddle.sum(paddle.square(resid), axis=2)  # way, M
-    return paddle.transpose(dist, [1, 0])  # M, way
+    weights = rho * paddle.matmul(q_binv, support, transpose_y=True)  # way, M, kr
+    return paddle.transpose(dist, [1, 0]), weights  # M, way; way, M, kr

@@ -8,6 +8,8 @@ different numbers). PATH is one image or a folder of images. For each query, pri
 predicted class and the per-class scores (softmax of FRN's scaled negative
 reconstruction errors), as a table or as JSON. --model_path runs the dygraph checkpoint;
 --inference_dir runs a model written by tools/export_model.py through paddle.inference.
+--explain adds, per query and class, the squared reconstruction error of every feature-map
+position (an h x w list; its mean is minus the class's score), see deploy/explain.py.
 """
 import argparse
 import json
@@ -20,8 +22,8 @@ import cli  # noqa: E402  (after the sys.path line; first, as it sets up the pro
 from utils import FRNError  # noqa: E402
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def add_model_arguments(parser):
+    """--support, --query and the model flags, shared with tools/visualize.py."""
     parser.add_argument('--support', required=True, help='folder with one subfolder of example images per class')
     parser.add_argument('--query', required=True, help='an image, or a folder of images, to classify')
     model = parser.add_mutually_exclusive_group(required=True)
@@ -34,11 +36,32 @@ def parse_args(argv=None):
                              '--inference_dir)')
     parser.add_argument('--use_gpu', action='store_true', help='use the GPU when this PaddlePaddle build has one')
     parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
-    parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
-    args = parser.parse_args(argv)
+
+
+def check_arguments(args):
     if args.image_size is not None and args.image_size < 16:
         raise FRNError(f'--image_size must be at least 16 (four 2x2 poolings), not {args.image_size}')
     return args
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    add_model_arguments(parser)
+    parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    parser.add_argument('--explain', action='store_true',
+                        help='add each class\'s per-position reconstruction errors to the JSON (implies --json)')
+    return check_arguments(parser.parse_args(argv))
+
+
+def load_inputs(args):
+    """(support, queries, feature extractor), the folders checked before the model is loaded."""
+    cli.set_threads(args.threads)
+    from deploy.export import feature_extractor
+    from deploy.predict import list_queries, read_support
+    support, queries = read_support(args.support), list_queries(args.query)  # folder errors before any work
+    features = feature_extractor(args.model_path, args.inference_dir, args.model, args.image_size, args.use_gpu,
+                                 args.threads)
+    return support, queries, features
 
 
 def query_names(queries, query_path):
@@ -54,8 +77,11 @@ def as_json(result, names, features):
         'model': features.source, 'backbone': features.backbone, 'image_size': features.image_size,
         'backend': features.backend, 'classes': classes, 'support': result['support'],
         'predictions': [{'query': name, 'prediction': pred,
-                         'scores': {c: round(float(p), 6) for c, p in zip(classes, probs)}}
-                        for name, pred, probs in zip(names, result['predictions'], result['probabilities'])],
+                         'scores': {c: round(float(p), 6) for c, p in zip(classes, probs)},
+                         **({'errors': {c: e.tolist() for c, e in zip(classes, result['errors'][i])}}
+                            if 'errors' in result else {})}
+                        for i, (name, pred, probs) in enumerate(zip(names, result['predictions'],
+                                                                    result['probabilities']))],
     }, indent=2)
 
 
@@ -74,15 +100,15 @@ def as_table(result, names, features):
 @cli.cli_main
 def main(argv=None):
     args = parse_args(argv)
-    cli.set_threads(args.threads)
-    from deploy.export import feature_extractor
-    from deploy.predict import list_queries, predict, read_support
-    support, queries = read_support(args.support), list_queries(args.query)  # folder errors before any work
-    features = feature_extractor(args.model_path, args.inference_dir, args.model, args.image_size, args.use_gpu,
-                                 args.threads)
-    result = predict(features, support, queries)
+    support, queries, features = load_inputs(args)
+    if args.explain:
+        from deploy.explain import explain
+        result = explain(features, support, queries)
+    else:
+        from deploy.predict import predict
+        result = predict(features, support, queries)
     names = query_names(result['queries'], args.query)
-    print((as_json if args.json else as_table)(result, names, features))
+    print((as_json if args.json or args.explain else as_table)(result, names, features))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,100 @@
+"""Why FRN picked a class: where each class reconstructs a query well, and from which support positions.
+
+FRN scores a query under class c by rebuilding every position q of its feature map from
+c's support positions S (methods/ridge.recon_explain): q_bar = W S with ridge weights
+W = rho q S^T (S S^T + lam I)^-1 (Equation 8). The per-position squared errors
+||q_bar - q||^2, laid out on the h x w feature grid, are the class's error map; their
+negative mean is the class's score, the very number deploy/predict.py softmaxes, so the
+maps explain the prediction rather than approximate it. For the predicted class, the
+largest entries of W name the support positions (image, row, col) a query position is
+built from.
+"""
+import math
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from deploy.predict import feature_maps
+from methods.ridge import recon_explain
+
+
+def grid_side(resolution):
+    """Side of the square feature grid with `resolution` positions (FRN's maps are row-major h x w, h = w)."""
+    side = math.isqrt(resolution)
+    if side * side != resolution:
+        raise ValueError(f'a feature map of {resolution} positions is not a square grid')
+    return side
+
+
+def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=2):
+    """Error maps, scores, probabilities and correspondences from feature maps.
+
+    query_maps: [Q, r, d]; support_maps: one [k_c, r, d] per class (k_c may differ).
+    Each class is reconstructed from its own support alone, as in deploy/predict.py.
+    Returns {'errors' [Q, way, h, w], 'scores' [Q, way] (= -mean of errors),
+    'probabilities' [Q, way], 'predicted' [Q] class indices, 'correspondences': per query
+    a list of {'kind': 'best'|'worst', 'row', 'col', 'error', 'support': top `top` of
+    {'image' (index within the predicted class), 'row', 'col', 'weight'}}}; `positions`
+    best and as many worst positions under the predicted class (fewer if the grid is small).
+    """
+    query_maps = paddle.to_tensor(query_maps)
+    n_query, resolution, d = query_maps.shape
+    side = grid_side(resolution)
+    query = paddle.reshape(query_maps, [n_query * resolution, d])  # Q*r, d
+    alpha, beta = (paddle.to_tensor(v, dtype=query.dtype) for v in (alpha, beta))
+    recon, weights = [], []
+    for maps in support_maps:
+        support = paddle.reshape(paddle.to_tensor(maps), [1, -1, d])  # 1, k_c*r, d: this class alone
+        dist, w = recon_explain(query, support, alpha, beta)  # Q*r, 1; 1, Q*r, k_c*r
+        recon.append(dist)
+        weights.append(paddle.reshape(w, [n_query, resolution, len(maps), resolution]).numpy())  # Q, r, k_c, r
+    recon = paddle.reshape(paddle.concat(recon, axis=1), [n_query, resolution, len(support_maps)])  # Q, r, way
+    scores = -paddle.mean(recon, axis=1)  # Q, way: the same ops as predict.neg_l2_dist
+    probabilities = F.softmax(scores * scale, axis=1).numpy()
+    errors = np.transpose(recon.numpy(), [0, 2, 1]).reshape(n_query, len(support_maps), side, side)  # Q, way, h, w
+    scores = scores.numpy()
+    predicted = scores.argmax(axis=1)
+    n_each = max(1, min(positions, resolution // 2))
+    correspondences = []
+    for i, c in enumerate(predicted):
+        flat = errors[i, c].reshape(-1)  # r
+        order = np.argsort(flat, kind='stable')
+        picks = [('best', p) for p in order[:n_each]] + [('worst', p) for p in order[::-1][:n_each]]
+        correspondences.append([_correspondence(kind, p, flat[p], weights[c][i, p], side, top) for kind, p in picks])
+    return {'errors': errors, 'scores': scores, 'probabilities': probabilities, 'predicted': predicted,
+            'correspondences': correspondences}
+
+
+def _correspondence(kind, position, error, weights, side, top):
+    """One query position and the `top` support positions with the largest ridge weights; weights [k_c, r]."""
+    flat = weights.reshape(-1)  # k_c*r, in the order of the support rows: image-major, then row-major positions
+    best = np.argsort(-flat, kind='stable')[:top]
+    resolution = side * side
+    return {'kind': kind, 'row': int(position // side), 'col': int(position % side), 'error': float(error),
+            'support': [{'image': int(j // resolution), 'row': int(j % resolution // side),
+                         'col': int(j % side), 'weight': float(flat[j])} for j in best]}
+
+
+def explain(features, support, queries, top=3, positions=2):
+    """deploy/predict.predict's result plus 'scores', 'errors', 'correspondences' (see explain_maps).
+
+    Support images in a correspondence are also named by path ('path').
+    """
+    support_maps, query_maps = feature_maps(features, support, queries)
+    out = explain_maps(query_maps, support_maps, features.alpha, features.beta, features.scale, top, positions)
+    classes = [name for name, _ in support]
+    for i, c in enumerate(out['predicted']):
+        for match in out['correspondences'][i]:
+            for s in match['support']:
+                s['path'] = support[c][1][s['image']]
+    out.update(classes=classes, support={name: len(paths) for name, paths in support}, queries=queries,
+               predictions=[classes[i] for i in out['predicted']])
+    return out
+
+
+def model_view(image, image_size):
+    """The image as the model sees it, before normalisation (resize + centre crop): uint8 [S, S, 3]."""
+    from paddle.vision import transforms as T
+    from data.transforms import eval_resize
+    return np.asarray(T.CenterCrop(image_size)(T.Resize(eval_resize(image_size))(image)))
