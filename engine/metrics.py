@@ -1,52 +1,95 @@
-"""Training curves: parse output.log, plot loss, accuracy and learning rate per epoch; optional VisualDL scalars.
+"""Training metrics as data: per-epoch and per-batch records in metrics.jsonl, the curves drawn from them.
 
-The log lines are those of engine/trainer.py:
-    Epoch 3 | lr 0.05                      starts epoch 3
-    Epoch 3 | Batch 50/150 | Loss 1.234567
-    val loss is 1.23, val acc is 45.67
-    train loss is 1.23, train acc is 45.67
-A resumed run appends to the same log. An `Epoch N | lr` line starts epoch N afresh and
-drops what the log held for epoch N and later, so the newest run's values win and the
-epochs of an abandoned run beyond the resume point are not plotted.
-
-Plots are drawn with matplotlib's Agg canvas (no display, no global backend change).
+The trainer writes one JSON object per line into <run folder>/metrics.jsonl, beside
+output.log (whose lines people read; both come from the same values):
+    {"event": "epoch_start", "epoch": 3, "lr": 0.05}
+    {"event": "batch", "epoch": 3, "batch": 50, "batches": 150, "loss": 1.234567}
+    {"event": "epoch_end", "epoch": 3, "train_loss": ..., "train_acc": ..., "val_loss": ..., "val_acc": ...,
+     "best_acc": ..., "best_epoch": ..., "minutes": ...}
+A resumed run appends to the same file. An epoch_start of epoch N drops what the file held
+for epoch N and later, so the newest run's values win and the epochs of an abandoned run
+beyond the resume point are not plotted. curves.png and the optional VisualDL scalars are
+drawn from these records. Plots use matplotlib's Agg canvas (no display, no global backend change).
 """
+import json
 import os
-import re
 
 from utils import FRNError, atomic_write
 
-EPOCH = re.compile(r'Epoch (\d+) \| lr (\S+)')
-BATCH = re.compile(r'Epoch (\d+) \| Batch (\d+)/(\d+) \| Loss (\S+)')
-VAL = re.compile(r'val loss is (\S+), val acc is (\S+)')
-TRAIN = re.compile(r'train loss is (\S+), train acc is (\S+)')
+METRICS_FILE = 'metrics.jsonl'
 CURVES_FILE = 'curves.png'
 
 
-def parse_log(path):
+def new_epoch(epoch, lr):
+    """One epoch's values as read_metrics returns them; a value not recorded is None."""
+    return {'epoch': epoch, 'lr': lr, 'batch_loss': [], 'train_loss': None, 'train_acc': None, 'val_loss': None,
+            'val_acc': None}
+
+
+def read_metrics(path):
     """[{'epoch', 'lr', 'batch_loss': [(fraction of the epoch, loss)], 'train_loss', 'train_acc', 'val_loss',
-    'val_acc'}] in epoch order; a value the log lacks is None."""
+    'val_acc'}] in epoch order. A torn last line (a run killed while writing it) is skipped."""
     try:
         with open(path, encoding='utf-8') as f:
             lines = f.read().splitlines()
     except OSError as err:
-        raise FRNError(f'cannot read log {path!r} ({err.strerror}); give the output.log of a training run') from None
+        raise FRNError(f'cannot read metrics {path!r} ({err.strerror}); give the {METRICS_FILE} of a training run') \
+            from None
     epochs, current = {}, None
-    for line in lines:
-        if m := EPOCH.fullmatch(line):
-            current = int(m[1])
+    for number, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines) - 1:
+                continue
+            raise FRNError(f'{path!r} line {number + 1} is not JSON; it must be the {METRICS_FILE} a training run '
+                           f'wrote') from None
+        event = record.get('event')
+        if event == 'epoch_start':
+            current = record['epoch']
             epochs = {e: v for e, v in epochs.items() if e < current}
-            epochs[current] = {'epoch': current, 'lr': float(m[2]), 'batch_loss': [], 'train_loss': None,
-                               'train_acc': None, 'val_loss': None, 'val_acc': None}
-        elif current is None:
+            epochs[current] = new_epoch(current, record['lr'])
+        elif current is None or record.get('epoch') != current:
             continue
-        elif (m := BATCH.fullmatch(line)) and int(m[1]) == current:
-            epochs[current]['batch_loss'].append((int(m[2]) / int(m[3]), float(m[4])))
-        elif m := VAL.fullmatch(line):
-            epochs[current].update(val_loss=float(m[1]), val_acc=float(m[2]))
-        elif m := TRAIN.fullmatch(line):
-            epochs[current].update(train_loss=float(m[1]), train_acc=float(m[2]))
+        elif event == 'batch':
+            epochs[current]['batch_loss'].append((record['batch'] / record['batches'], record['loss']))
+        elif event == 'epoch_end':
+            epochs[current].update({k: record.get(k) for k in ('train_loss', 'train_acc', 'val_loss', 'val_acc')})
     return [epochs[e] for e in sorted(epochs)]
+
+
+class MetricsLog:
+    """Appends the trainer's records to metrics.jsonl (flushed at once) and mirrors them to VisualDL when asked.
+
+    `path=None` (a rank other than 0) records nothing.
+    """
+
+    def __init__(self, path, visualdl_dir=None, log=print):
+        self.path = path
+        self.scalars = Scalars(bool(path and visualdl_dir), visualdl_dir, log)
+
+    def write(self, event, **values):
+        if not self.path:
+            return
+        with open(self.path, 'a', encoding='utf-8') as f:
+            f.write(json.dumps({'event': event, **values}) + '\n')
+
+    def epoch_start(self, epoch, lr):
+        self.write('epoch_start', epoch=epoch, lr=lr)
+        self.scalars.add('lr', lr, epoch)
+
+    def batch(self, epoch, batch, batches, loss):
+        self.write('batch', epoch=epoch, batch=batch, batches=batches, loss=loss)
+        self.scalars.add('train/batch_loss', loss, epoch * batches + batch)
+
+    def epoch_end(self, epoch, **values):
+        self.write('epoch_end', epoch=epoch, **values)
+        for key in ('train_loss', 'train_acc', 'val_loss', 'val_acc'):
+            if values.get(key) is not None:
+                self.scalars.add(key.replace('_', '/'), values[key], epoch)
+
+    def close(self):
+        self.scalars.close()
 
 
 def _series(epochs, key):
@@ -54,17 +97,12 @@ def _series(epochs, key):
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_log(log_path, out_path=None):
-    """Write the curves of `log_path` to `out_path` (default: curves.png beside the log). Returns the path."""
+def plot_epochs(epochs, out_path, title):
+    """Draw loss, accuracy and learning rate per epoch (the records of read_metrics) into a PNG at `out_path`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    epochs = parse_log(log_path)
-    if not epochs:
-        raise FRNError(f'{log_path!r} has no "Epoch N | lr X" lines; give the output.log of pretrain.py or '
-                       f'meta_train.py')
-    out_path = out_path or os.path.join(os.path.dirname(os.path.abspath(log_path)), CURVES_FILE)
     fig = Figure(figsize=(15, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
@@ -95,22 +133,22 @@ def plot_log(log_path, out_path=None):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    run = os.path.basename(os.path.dirname(os.path.abspath(log_path)))
-    fig.suptitle(f'{run}: {len(epochs)} epoch(s)')
+    fig.suptitle(f'{title}: {len(epochs)} epoch(s)')
     fig.tight_layout()
     atomic_write(out_path, lambda tmp: fig.savefig(tmp, format='png'))
     return out_path
 
 
-def save_curves(log):
-    """At the end of training: curves.png beside the Logger's file. A failure only warns: the weights are saved."""
-    if not getattr(log, 'path', None):
-        return
+def save_curves(run_dir, log):
+    """At the end of training: curves.png from the run's metrics.jsonl. A failure only warns: the weights are saved."""
+    run_dir = os.path.abspath(run_dir)
+    out_path = os.path.join(run_dir, CURVES_FILE)
     try:
-        log(f'training curves saved to {plot_log(log.path)}')
+        plot_epochs(read_metrics(os.path.join(run_dir, METRICS_FILE)), out_path, os.path.basename(run_dir))
+        log(f'training curves saved to {out_path}')
     except Exception as err:  # noqa: BLE001  (a plot must never fail a finished run)
         log(f'warning: could not plot the training curves ({type(err).__name__}: {err}); '
-            f'run python tools/plot_log.py {log.path}')
+            f'run python tools/plot_log.py {os.path.join(run_dir, "output.log")}')
 
 
 class Scalars:

@@ -11,7 +11,9 @@ Run folder files:
   <epoch>.pdparams         model weights kept every --save_freq epochs
   *.pdopt                  beside each of the last two: everything a resume needs (model, optimizer,
                            schedule, epoch, best accuracy, RNG states), in one atomic file
-  output.log               the log
+  output.log               the log, for people
+  metrics.jsonl            the same numbers as records, for programs (curves.png, VisualDL; engine/metrics.py)
+  curves.png               loss, accuracy and learning rate per epoch, drawn when training ends
 
 Under paddle.distributed.launch every rank trains on its share of each batch or of
 each epoch's episodes, gradients are averaged (paddle.DataParallel), BatchNorm running
@@ -26,7 +28,7 @@ import time
 import numpy as np
 import paddle
 
-from engine.metrics import Scalars, save_curves
+from engine.metrics import METRICS_FILE, MetricsLog, save_curves
 from engine import parallel
 from engine.evaluation import evaluate
 from engine.log import progress
@@ -120,7 +122,7 @@ def load_resume_state(path, model, optimizer, scheduler, args, log):
     return state['epoch'] + 1, state['best_acc'], state['best_epoch']
 
 
-def train(args, model, train_loader, train_step, val_loader, val_episode, run_dir, log, on_end=None):
+def train(args, model, train_loader, train_step, val_loader, val_episode, run_dir, log):
     """Train for args.epoch epochs. val_episode = (way, shot, query) of the validation episodes."""
     optimizer, scheduler = build_optimizer(args, model)
     start_epoch, best_acc, best_epoch = 0, -1.0, -1
@@ -132,14 +134,15 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
     step = parallel.wrap(TrainStep(model, train_step))  # after resuming: DataParallel broadcasts rank 0's weights
     main = parallel.is_main()
     ckpt = lambda name: os.path.join(run_dir, f'{name}.pdparams')  # noqa: E731
-    scalars = Scalars(main and getattr(args, 'visualdl', False), os.path.join(run_dir, 'visualdl'), log)
+    metrics = MetricsLog(os.path.join(run_dir, METRICS_FILE) if main else None,
+                         os.path.join(run_dir, 'visualdl') if getattr(args, 'visualdl', False) else None, log)
 
     for epoch in range(start_epoch, args.epoch):
         start = time.time()
         train_loader.set_epoch(epoch)
         model.train()
         log(f'Epoch {epoch} | lr {optimizer.get_lr():.6g}')
-        scalars.add('lr', optimizer.get_lr(), epoch)
+        metrics.epoch_start(epoch, optimizer.get_lr())
         losses, accs = [], []
         for i, batch in enumerate(progress(train_loader, desc=f'epoch {epoch}')):
             loss, acc = step(batch)
@@ -148,7 +151,7 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
             optimizer.step()
             losses.append(loss.item())
             accs.append(acc)
-            scalars.add('train/batch_loss', losses[-1], epoch * len(train_loader) + i)
+            metrics.batch(epoch, i, len(train_loader), losses[-1])
             if not np.isfinite(losses[-1]):
                 raise FRNError(f'the loss became {losses[-1]} at epoch {epoch}, batch {i}; '
                                f'lower --lr (now {args.lr}) and start again')
@@ -160,6 +163,7 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         if not main:
             continue
 
+        val_loss = val_acc = None
         if args.val == 'meta':
             val_accs, val_loss = evaluate(model, val_loader, *val_episode, feature_cache=not args.no_feature_cache,
                                           max_cache_mb=args.max_cache_mb)
@@ -169,8 +173,6 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
                 log('best model! save...')
                 atomic_save(model.state_dict(), ckpt('best_model'))
             log(f'val loss is {val_loss:.2f}, val acc is {val_acc:.2f}')
-            scalars.add('val/loss', val_loss, epoch)
-            scalars.add('val/acc', val_acc, epoch)
             log(f'model best acc is {best_acc:.2f}, best acc epoch is {best_epoch}')
         else:
             best_epoch = epoch
@@ -178,17 +180,16 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         if epoch % args.save_freq == 0 or epoch == args.epoch - 1:
             save_checkpoint(ckpt(epoch), model, optimizer, scheduler, epoch, best_acc, best_epoch, args)
         save_checkpoint(ckpt('last_model'), model, optimizer, scheduler, epoch, best_acc, best_epoch, args)
-        log(f'This epoch use {(time.time() - start) / 60:.2f} minutes')
+        minutes = (time.time() - start) / 60
+        log(f'This epoch use {minutes:.2f} minutes')
         log(f'train loss is {train_loss:.2f}, train acc is {train_acc:.2f}')
-        scalars.add('train/loss', train_loss, epoch)
-        scalars.add('train/acc', train_acc, epoch)
+        metrics.epoch_end(epoch, train_loss=float(train_loss), train_acc=float(train_acc), val_loss=val_loss,
+                          val_acc=val_acc, best_acc=best_acc, best_epoch=best_epoch, minutes=round(minutes, 4))
 
-    scalars.close()
+    metrics.close()
     if parallel.world_size() > 1:
         print(f'rank {parallel.rank()} of {parallel.world_size()}: final weights fingerprint '
               f'{parallel.fingerprint(model)}', flush=True)
     if main:
-        save_curves(log)  # also after a resumed run, over the whole log
-    if on_end:
-        on_end()
+        save_curves(run_dir, log)  # also after a resumed run, over all its epochs
     return best_acc, best_epoch

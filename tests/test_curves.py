@@ -1,4 +1,5 @@
-"""Training curves: output.log parsing (resumed runs), the PNG, and the optional VisualDL scalars."""
+"""Training curves: metrics.jsonl records and the output.log fallback (resumed runs), the PNG, and VisualDL."""
+import importlib.util
 import subprocess
 import sys
 
@@ -7,7 +8,23 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from engine.metrics import CURVES_FILE, Scalars, parse_log, plot_log
+from utils import FRNError
+from engine.metrics import CURVES_FILE, METRICS_FILE, Scalars, read_metrics
+
+
+def load_plot_tool():
+    spec = importlib.util.spec_from_file_location('plot_log', REPO / 'tools' / 'plot_log.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_tool = load_plot_tool()
+parse_log = _tool.parse_log
+
+
+def plot_log(log_path, out_path=None):
+    return _tool.plot_log(log_path, out_path)[0]
 
 C0, C1 = (31, 119, 180), (255, 127, 14)  # matplotlib's first two line colours: train and val
 
@@ -146,3 +163,26 @@ def test_visualdl_flag_logs_scalars_when_installed_and_warns_otherwise(trained):
     assert sorted(values['train/loss']) == [0, 1] and sorted(values['val/acc']) == [0, 1]
     assert values['lr'][0] == pytest.approx(0.05) and values['lr'][1] == pytest.approx(0.005)
     assert sorted(values['train/batch_loss']) == list(range(20))  # 10 batches per epoch, global steps
+
+
+def test_metrics_jsonl_holds_the_numbers_of_output_log_for_every_epoch_after_resuming(trained):
+    records = read_metrics(trained['run_dir'] / METRICS_FILE)
+    parsed = parse_log(trained['run_dir'] / 'output.log')
+    assert [e['epoch'] for e in records] == [0, 1]
+    for rec, old in zip(records, parsed):
+        assert rec['lr'] == pytest.approx(old['lr'], rel=1e-5)
+        for key in ('train_loss', 'train_acc', 'val_loss', 'val_acc'):   # the log prints them rounded to 0.01
+            assert abs(rec[key] - old[key]) <= 0.005 + 1e-9
+        logged = dict(old['batch_loss'])
+        assert len(rec['batch_loss']) == 10 and all(abs(dict(rec['batch_loss'])[f] - v) < 5e-7
+                                                      for f, v in logged.items())
+
+
+def test_read_metrics_skips_a_torn_last_line_and_rejects_garbage_inside(tmp_path):
+    good = '{"event": "epoch_start", "epoch": 0, "lr": 0.1}\n{"event": "epoch_end", "epoch": 0, "train_loss": 1.0}\n'
+    (tmp_path / 'a.jsonl').write_text(good + '{"event": "ba')
+    epochs = read_metrics(tmp_path / 'a.jsonl')
+    assert len(epochs) == 1 and epochs[0]['train_loss'] == 1.0
+    (tmp_path / 'b.jsonl').write_text('not json\n' + good)
+    with pytest.raises(FRNError, match='line 1 is not JSON'):
+        read_metrics(tmp_path / 'b.jsonl')
