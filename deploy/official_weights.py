@@ -1,4 +1,4 @@
-"""Official FRN (PyTorch) checkpoints -> our FRN's parameters, without PyTorch.
+"""Official FRN and ProtoNet (PyTorch) checkpoints -> our FRN's / Proto's parameters, without PyTorch.
 
 A `torch.save` file (PyTorch >= 1.6) is a zip archive: `<folder>/data.pkl` pickles the
 state dict, and every tensor's storage is a raw little- or big-endian byte file
@@ -8,6 +8,8 @@ functions and the typed storages), each to a local stand-in, so no pickled code 
 
 Official parameter names are ours too, except the BatchNorm buffers (`running_mean`,
 `running_var` -> `_mean`, `_variance`); `num_batches_tracked` has no counterpart.
+The official repository's ProtoNet baseline (`models/Proto.py`) saves the same backbone
+names and `scale` but no `r`: that absence tells the two models apart.
 """
 import collections
 import os
@@ -170,6 +172,11 @@ def infer_backbone(keys):
                    'feature_extractor.layers.*); is it an FRN checkpoint? Pass --backbone to force one')
 
 
+def infer_model(keys):
+    """'FRN' or 'Proto' from official parameter names: only FRN has `r` (alpha, beta)."""
+    return 'FRN' if 'r' in keys or 'cat_mat' in keys else 'Proto'
+
+
 def paddle_key(official_key):
     """Our name for an official key, or None for one that has no counterpart (num_batches_tracked)."""
     module, _, leaf = official_key.rpartition('.')
@@ -186,14 +193,16 @@ def _listing(keys, limit=5):
 
 
 def convert_state_dict(official, backbone=None, dtype=np.float32):
-    """Map an official state dict onto our FRN's names, checking every key and shape.
+    """Map an official FRN or Proto state dict onto our names, checking every key and shape.
 
     Returns (state, info): `state` is {our name: numpy array of `dtype`} in our model's
-    order; `info` says the backbone, whether it is a pretraining checkpoint
-    (with `cat_mat`), num_cat, and the official keys that were dropped.
+    order; `info` says the model ('FRN' or 'Proto'), the backbone, whether it is a
+    pretraining checkpoint (with `cat_mat`), num_cat, and the official keys that were dropped.
     """
     from methods.FRN import FRN
+    from methods.protonet import Proto
     backbone = backbone or infer_backbone(official)
+    model_name = infer_model(official)
     renamed, dropped = {}, []
     for key, value in official.items():
         ours = paddle_key(key)
@@ -210,9 +219,11 @@ def convert_state_dict(official, backbone=None, dtype=np.float32):
             raise FRNError(f'cat_mat has shape {list(cat_mat.shape)}; expected [num_cat, resolution, d] '
                            f'with a square resolution such as 25 (5x5)')
         num_cat, image_size = cat_mat.shape[0], side * 16  # four 2x2 pools: side*16 pixels give side
-    expected = {k: list(v.shape) for k, v in
-                FRN(backbone=backbone, is_pretraining=pretraining, num_cat=num_cat,
-                    image_size=image_size).state_dict().items()}
+    if model_name == 'Proto':
+        model = Proto(backbone=backbone, image_size=image_size)
+    else:
+        model = FRN(backbone=backbone, is_pretraining=pretraining, num_cat=num_cat, image_size=image_size)
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
     unknown = [k for k in official if paddle_key(k) is not None and paddle_key(k) not in expected]
     missing = [k for k in expected if k not in renamed]
     misshapen = [f'{k} {list(renamed[k].shape)} (expected {shape})' for k, shape in expected.items()
@@ -225,10 +236,10 @@ def convert_state_dict(official, backbone=None, dtype=np.float32):
     if misshapen:
         problems.append(f'{len(misshapen)} key(s) with the wrong shape: {_listing(misshapen, 3)}')
     if problems:
-        raise FRNError(f'the checkpoint does not match an official FRN with the {backbone} backbone: '
+        raise FRNError(f'the checkpoint does not match an official {model_name} with the {backbone} backbone: '
                        f'{"; ".join(problems)}. If the backbone was guessed wrong, force it with --backbone')
     state = collections.OrderedDict((k, np.asarray(renamed[k], dtype=dtype)) for k in expected)
-    info = {'backbone': backbone, 'pretraining': pretraining, 'num_cat': num_cat,
+    info = {'model': model_name, 'backbone': backbone, 'pretraining': pretraining, 'num_cat': num_cat,
             'dropped': dropped, 'num_tensors': len(state)}
     return state, info
 

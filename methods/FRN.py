@@ -75,12 +75,12 @@ class FRN(paddle.nn.Layer):
         """
         return recon_dist(query, support, alpha, beta, solver=solver or self.solver, form=form)
 
-    def get_neg_l2_dist(self, x, way, shot, query_shot, return_support=False):
-        """Episode images (supports grouped by class, then queries the same way) -> [way*query_shot, way]."""
-        if x.shape[0] != way * (shot + query_shot):
+    def episode_scores(self, feature_map, way, shot, query_shot, return_support=False):
+        """The head alone, on precomputed maps [N, r, d] (supports grouped by class, then queries)
+        -> [way*query_shot, way] mean negative reconstruction distances; a cache of maps can feed it."""
+        if feature_map.shape[0] != way * (shot + query_shot):
             raise ValueError(f'an episode of {way}-way {shot}-shot {query_shot}-query needs '
-                             f'{way * (shot + query_shot)} images, got {x.shape[0]}')
-        feature_map = self.get_feature_map(x)
+                             f'{way * (shot + query_shot)} images, got {feature_map.shape[0]}')
         resolution, d = feature_map.shape[1], feature_map.shape[2]
         support = paddle.reshape(feature_map[:way * shot], [way, shot * resolution, d])
         query = paddle.reshape(feature_map[way * shot:], [way * query_shot * resolution, d])
@@ -89,6 +89,14 @@ class FRN(paddle.nn.Layer):
         if return_support:
             return neg_l2_dist, support
         return neg_l2_dist
+
+    def get_neg_l2_dist(self, x, way, shot, query_shot, return_support=False):
+        """Episode images (supports grouped by class, then queries the same way) -> [way*query_shot, way]."""
+        return self.episode_scores(self.get_feature_map(x), way, shot, query_shot, return_support=return_support)
+
+    def log_probabilities(self, neg_l2_dist):
+        """Scores [M, way] -> log-probabilities: the softmax at temperature `scale` that training uses."""
+        return F.log_softmax(neg_l2_dist * self.scale, axis=1)
 
     def meta_test(self, x, way, shot, query_shot):
         """Predicted class index of every query."""
@@ -109,7 +117,7 @@ class FRN(paddle.nn.Layer):
         """Meta-training episode -> (log-probabilities [way*query_shot, way], support [way, shot*r, d])."""
         neg_l2_dist, support = self.get_neg_l2_dist(x, self.way, self.shots[0], self.shots[1],
                                                     return_support=True)
-        return F.log_softmax(neg_l2_dist * self.scale, axis=1), support
+        return self.log_probabilities(neg_l2_dist), support
 
 
 def auxrank(support):

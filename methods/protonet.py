@@ -1,14 +1,109 @@
-"""A nearest-prototype classifier on FRN's feature maps: the simple baseline of README "Results".
+"""Prototypical Networks (Snell et al. 2017) as two classifiers over the same backbones as FRN.
 
-Each image's feature map is averaged over its positions; a class's prototype is the mean
-of its supports; a query scores -||q - prototype||^2 (Prototypical Networks' classifier,
-Snell et al. 2017). It has FRN's episode interface, so test.py and the feature cache run
-it unchanged: comparing the two on the same backbone isolates FRN's reconstruction head.
+- `Proto` is the official FRN repository's ProtoNet baseline (Tsingularity/FRN,
+  `models/Proto.py`), the model behind every ProtoNet row of FRN's fine-grained tables:
+  trained on its own, with the official names and maths, so official Proto checkpoints
+  load by name and tests/test_proto_official.py holds it to the official outputs.
+- `PrototypeClassifier` is a head swap: FRN's trained backbone, scored by the nearest
+  class mean instead of FRN's reconstruction. It isolates FRN's head on a fixed backbone.
+
+Both expose FRN's episode interface (`get_feature_map`, `episode_scores`,
+`log_probabilities`, `get_neg_l2_dist`, `meta_test`), so the evaluation code can embed
+each image once and run any of the three heads on the cached maps.
 """
 import paddle
+import paddle.nn.functional as F
+
+from network import build_backbone
+
+
+def check_episode(n, way, shot, query_shot):
+    """An episode's layout is implied by its size only: refuse a size that does not fit."""
+    if n != way * (shot + query_shot):
+        raise ValueError(f'an episode of {way}-way {shot}-shot {query_shot}-query needs '
+                         f'{way * (shot + query_shot)} images, got {n}')
+
+
+def neg_sq_dist_to_class_means(vectors, way, shot):
+    """[way*shot + M, dim] vectors (supports grouped by class first) -> [M, way] -||q - c||^2.
+
+    Expanded as ||q||^2 + ||c||^2 - 2 q c^T, in the official order of operations.
+    """
+    dim = vectors.shape[1]
+    centroid = paddle.mean(paddle.reshape(vectors[:way * shot], [way, shot, dim]), axis=1)  # way, dim
+    query = vectors[way * shot:]  # M, dim
+    query_norm = paddle.sum(paddle.square(query), axis=1, keepdim=True)  # M, 1
+    centroid_norm = paddle.reshape(paddle.sum(paddle.square(centroid), axis=1), [1, way])  # 1, way
+    return -(query_norm + centroid_norm - 2.0 * paddle.matmul(query, centroid, transpose_y=True))  # M, way
+
+
+class Proto(paddle.nn.Layer):
+    """Proto(way, shots=[shot, query_shot], backbone='ResNet12'|'Conv4'): the official ProtoNet baseline.
+
+    An image is one vector: Conv-4's whole map flattened (dim = 64 x 5 x 5 at 84 px),
+    ResNet-12's map averaged over positions (dim = 640). Logits are -||q - c||^2 / dim * scale.
+    """
+
+    def __init__(self, way=None, shots=None, backbone='ResNet12', *, image_size=84):
+        super().__init__()
+        self.feature_extractor = build_backbone(backbone)
+        self.backbone = backbone
+        self.way = way
+        self.shots = shots
+        # d: channels of the feature map; resolution r = H*W of the map (25 at 84 px)
+        self.d = self.feature_extractor.out_channels
+        self.resolution = self.feature_extractor.output_size(image_size) ** 2
+        # dim: length of the feature vector; the official code divides the distances by it
+        self.dim = self.d * self.resolution if backbone == 'Conv4' else self.d
+        # temperature gamma of the softmax
+        self.scale = self.create_parameter([1], default_initializer=paddle.nn.initializer.Constant(1.0))
+
+    def get_feature_map(self, x):
+        """[N, 3, H, W] images -> [N, resolution, d], positions row-major; unlike FRN, ResNet-12's map is not scaled."""
+        feature_map = self.feature_extractor(x)  # N, d, h, w
+        n, d, h, w = feature_map.shape
+        return paddle.transpose(paddle.reshape(feature_map, [n, d, h * w]), [0, 2, 1])  # N, h*w, d
+
+    def feature_vectors(self, feature_map):
+        """[N, r, d] maps -> [N, dim] vectors: Conv-4 flattens channel-major as the official
+        view(N, 64*5*5) of an [N, 64, 5, 5] map does; ResNet-12 averages the positions."""
+        n, r, d = feature_map.shape
+        if self.backbone == 'Conv4':
+            return paddle.reshape(paddle.transpose(feature_map, [0, 2, 1]), [n, d * r])  # N, d*r
+        return paddle.mean(feature_map, axis=1)  # N, d
+
+    def get_feature_vector(self, x):
+        """[N, 3, H, W] images -> [N, dim] feature vectors."""
+        return self.feature_vectors(self.get_feature_map(x))
+
+    def episode_scores(self, feature_map, way, shot, query_shot):
+        """The head alone, on precomputed maps [N, r, d] (supports grouped by class, then queries)
+        -> [way*query_shot, way] negative squared distances to the class means."""
+        check_episode(feature_map.shape[0], way, shot, query_shot)
+        return neg_sq_dist_to_class_means(self.feature_vectors(feature_map), way, shot)
+
+    def get_neg_l2_dist(self, x, way, shot, query_shot):
+        """Episode images -> [way*query_shot, way] negative squared distances."""
+        return self.episode_scores(self.get_feature_map(x), way, shot, query_shot)
+
+    def meta_test(self, x, way, shot, query_shot):
+        """Predicted class index of every query."""
+        return paddle.argmax(self.get_neg_l2_dist(x, way, shot, query_shot), axis=1)
+
+    def log_probabilities(self, neg_l2_dist):
+        """Scores [M, way] -> log-probabilities; dividing by dim keeps the logits' scale independent of dim."""
+        return F.log_softmax(neg_l2_dist / self.dim * self.scale, axis=1)
+
+    def forward(self, x):
+        """Meta-training episode -> log-probabilities [way*query_shot, way]; the loss is their NLL alone."""
+        return self.log_probabilities(self.get_neg_l2_dist(x, self.way, self.shots[0], self.shots[1]))
 
 
 class PrototypeClassifier(paddle.nn.Layer):
+    """A head swap, not the official ProtoNet (that is `Proto`): an FRN-trained backbone whose
+    maps are averaged over positions and scored by the nearest class mean. Comparing it with
+    FRN on the same backbone isolates FRN's reconstruction head."""
+
     def __init__(self, frn):
         super().__init__()
         self.frn = frn
@@ -17,10 +112,23 @@ class PrototypeClassifier(paddle.nn.Layer):
     def get_feature_map(self, x):
         return self.frn.get_feature_map(x)
 
-    def get_neg_l2_dist(self, x, way, shot, query_shot, return_support=False):
-        """Episode images (supports grouped by class, then queries) -> [way * query_shot, way] scores."""
-        embedding = paddle.mean(self.get_feature_map(x), axis=1)  # N, d: average over positions
+    def episode_scores(self, feature_map, way, shot, query_shot):
+        """[N, r, d] maps of an episode -> [way * query_shot, way] negative squared distances."""
+        check_episode(feature_map.shape[0], way, shot, query_shot)
+        embedding = paddle.mean(feature_map, axis=1)  # N, d: average over positions
         d = embedding.shape[1]
         prototypes = paddle.mean(paddle.reshape(embedding[:way * shot], [way, shot, d]), axis=1)  # way, d
         query = paddle.unsqueeze(embedding[way * shot:], 1)  # way * query_shot, 1, d
         return -paddle.sum(paddle.square(query - prototypes), axis=2)  # way * query_shot, way
+
+    def get_neg_l2_dist(self, x, way, shot, query_shot, return_support=False):
+        """Episode images (supports grouped by class, then queries) -> [way * query_shot, way] scores."""
+        return self.episode_scores(self.get_feature_map(x), way, shot, query_shot)
+
+    def meta_test(self, x, way, shot, query_shot):
+        """Predicted class index of every query."""
+        return paddle.argmax(self.get_neg_l2_dist(x, way, shot, query_shot), axis=1)
+
+    def log_probabilities(self, neg_l2_dist):
+        """Scores -> log-probabilities at the classifier's (unit) temperature."""
+        return F.log_softmax(neg_l2_dist * self.scale, axis=1)

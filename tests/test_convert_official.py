@@ -19,6 +19,7 @@ from methods import checkpoint
 from conftest import REPO, shared_path
 from methods.FRN import FRN
 from deploy.official_weights import convert_checkpoint, convert_state_dict, infer_backbone, read_torch_state_dict
+from methods.protonet import Proto
 from utils import FRNError
 
 STORAGE = {np.float32: 'FloatStorage', np.float64: 'DoubleStorage', np.float16: 'HalfStorage',
@@ -90,11 +91,12 @@ def torch_zip(path, state, folder='archive', byteorder='little', pickled=None):
     return path
 
 
-def official_state(backbone, pretraining=False):
-    """A random state dict with every official key and shape, as numpy arrays."""
+def official_state(backbone, pretraining=False, proto=False):
+    """A random state dict with every official key and shape (of FRN, or of the Proto baseline), as numpy arrays."""
     rng = np.random.default_rng(0)
     state = collections.OrderedDict()
-    for key, value in FRN(backbone=backbone, is_pretraining=pretraining, num_cat=3).state_dict().items():
+    model = Proto(backbone=backbone) if proto else FRN(backbone=backbone, is_pretraining=pretraining, num_cat=3)
+    for key, value in model.state_dict().items():
         key = key.replace('_mean', 'running_mean').replace('_variance', 'running_var')
         state[key] = rng.standard_normal(value.shape).astype(np.float32)
         if key.endswith('running_var'):
@@ -216,6 +218,19 @@ def test_conversion_renames_batchnorm_buffers_drops_counters_and_keeps_values(tm
             assert state[ours].dtype == np.float32
 
 
+@pytest.mark.parametrize('backbone', ['ResNet12', 'Conv4'])
+def test_proto_checkpoints_are_told_from_frn_by_the_missing_r_and_convert_to_protos_names(tmp_path, backbone):
+    official = official_state(backbone, proto=True)
+    assert 'r' not in official and 'scale' in official
+    state, info = convert_state_dict(read_torch_state_dict(write_state(tmp_path / 'proto.pth', official)))
+    assert info['model'] == 'Proto' and info['backbone'] == backbone and not info['pretraining']
+    assert list(state) == list(Proto(backbone=backbone).state_dict())
+    np.testing.assert_array_equal(state['scale'], official['scale'])
+    assert convert_state_dict(official_state(backbone))[1]['model'] == 'FRN'
+    official['r'] = np.zeros(2, np.float32)  # r makes it an FRN checkpoint, which then converts as one
+    assert convert_state_dict(official)[1]['model'] == 'FRN'
+
+
 def test_conversion_names_unknown_missing_and_misshapen_keys(tmp_path):
     official = official_state('Conv4')
     official['feature_extractor.layers.12.layers.0.weight'] = np.zeros(3, np.float32)
@@ -269,6 +284,17 @@ def test_cli_converts_from_any_folder_and_the_result_loads_into_frn(tmp_path):
     meta = FRN(way=5, shots=[1, 15], backbone='Conv4')
     assert checkpoint.load_model(meta, dst) == (['cat_mat'], [])  # pretraining -> meta-training drops cat_mat
     np.testing.assert_array_equal(meta.scale.numpy(), official['scale'])
+
+
+def test_cli_converts_the_official_proto_checkpoint_for_proto(tmp_path):
+    src = shared_path('fixtures', 'proto_official', 'conv4_proto_official.pth')
+    dst = tmp_path / 'conv4_proto.pdparams'
+    done = run_cli('--src', src, '--dst', dst, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert 'Proto Conv4, fine-tuned, 25 tensors; dropped 4 num_batches_tracked' in done.stdout
+    model = Proto(backbone='Conv4')
+    assert checkpoint.load_model(model, dst) == ([], [])
+    assert model.scale.item() == 2.5
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):

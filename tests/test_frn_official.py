@@ -27,42 +27,24 @@ import numpy as np
 import paddle
 import pytest
 
+import _official as official
 from methods import checkpoint
+from _official import (BACKBONES, MOMENTUM_F32, WEIGHT_DECAY_F32, BatchNormRecorder, assert_close,
+                       check_batchnorm_stats, l2_rel, nesterov_sgd)
 from conftest import shared_path
 from methods.FRN import FRN, auxrank
 from deploy.official_weights import convert_checkpoint
-from network.conv4 import ConvBlock
 
 RTOL = {'float64': 1e-8, 'float32': 1e-4}
 ALPHA_GRAD_RTOL = {'float64': 1e-4, 'float32': 1e-2}
 GRAD_RTOL = {'float64': 1e-8, 'float32': 1e-2}
 SGD_RTOL = {'float64': 1e-8, 'float32': 1e-2}
-MOMENTUM_F32 = float(np.float32(0.9))  # Paddle's BatchNorm and Momentum hold 0.9 as a float32
-WEIGHT_DECAY_F32 = float(np.float32(5e-4))  # and Momentum's L2 coefficient too
-BACKBONES = {'conv4': 'Conv4', 'resnet12': 'ResNet12'}
 
 
-def assert_close(actual, expected, rtol, what=''):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape, f'{what}: shape {actual.shape} != {expected.shape}'
-    err = np.abs(actual - expected).max() / np.abs(expected).max()
-    assert err <= rtol, f'{what}: relative error {err:.3g} > {rtol:g}'
-
-
-def l2_rel(actual, expected):
-    return np.linalg.norm(np.asarray(actual, np.float64) - expected) / np.linalg.norm(expected)
-
-
-def output_layer(sublayers, bn_name):
-    """The layer whose output is this BatchNorm's output: the BatchNorm, or the Conv-4 block that
-    calls batch_norm itself in training mode (network/conv4.py). `sublayers`: name -> layer."""
-    block = sublayers.get(bn_name.rsplit('.layers.', 1)[0])
-    return block if isinstance(block, ConvBlock) else sublayers[bn_name]
-
-
-def is_zero_grad_bias(key):
-    """Conv-4's conv biases: their gradient through train-mode BatchNorm is exactly zero."""
-    return key.startswith('feature_extractor.layers.') and key.endswith('.layers.0.bias')
+def check_gradients(grads, z, prefix, dtype):
+    """The shared check, with alpha's documented float32 bound (see the module docstring)."""
+    official.check_gradients(grads, z, prefix, GRAD_RTOL[dtype], dtype, rtol_of={'r': ALPHA_GRAD_RTOL[dtype]},
+                             zero_bias_rtol=RTOL[dtype])
 
 
 @pytest.fixture(scope='module')
@@ -127,29 +109,21 @@ class Official:
         """One train-mode forward and backward of the FRN + auxrank loss."""
         model, z = self.model(), self.z
         model.train()
-        batch_norms = {name: sub for name, sub in model.named_sublayers() if isinstance(sub, paddle.nn.BatchNorm2D)}
-        initial = {name: (bn._mean.numpy().copy(), bn._variance.numpy().copy()) for name, bn in batch_norms.items()}
-        counts = {}
-        sublayers = dict(model.named_sublayers())
-        hooks = [output_layer(sublayers, name).register_forward_post_hook(
-            lambda layer, inputs, out, name=name: counts.__setitem__(name, int(np.prod(out.shape)) // out.shape[1]))
-            for name in batch_norms]
+        recorder = BatchNormRecorder(model)
         params = {k: p for k, p in model.named_parameters() if not p.stop_gradient}
         before = {k: p.numpy().copy() for k, p in params.items()}
         log_prediction, support = model(self.tensor(z['x_train']))
-        for hook in hooks:
-            hook.remove()
+        stats = recorder.finish()
         target = paddle.to_tensor(z['train_target'])
         frn_loss = paddle.nn.functional.nll_loss(log_prediction, target)
         aux_loss = auxrank(support)
         loss = frn_loss + aux_loss
         loss.backward()
-        stats = {name: (bn._mean.numpy().copy(), bn._variance.numpy().copy()) for name, bn in batch_norms.items()}
         return {'model': model, 'params': params, 'before': before, 'target': target,
                 'log_prediction': log_prediction.numpy(), 'support': support.numpy(),
                 'frn_loss': frn_loss.item(), 'aux_loss': aux_loss.item(), 'loss': loss.item(),
                 'grads': {k: p.grad.numpy().copy() for k, p in params.items()},
-                'bn_initial': initial, 'bn_after': stats, 'bn_count': counts}
+                'bn_initial': recorder.initial, 'bn_after': stats, 'bn_count': recorder.counts}
 
     @functools.cached_property
     def sgd(self):
@@ -215,28 +189,6 @@ def test_train_forward_and_losses_match_official(case):
         assert_close(t[key], case.cfg[key.replace('train_', '')], case.rtol, key)
 
 
-def check_gradients(grads, z, prefix, dtype):
-    """Gradient norms, sums and (for tensors the fixture stores) full gradients."""
-    assert sorted(grads) == sorted(k.split('/', 1)[1] for k in z.files if k.startswith(f'{prefix}gradnorm/'))
-    for key, grad in grads.items():
-        if is_zero_grad_bias(key):
-            weight = grads[key[:-len('bias')] + 'weight']
-            assert np.abs(grad).max() <= RTOL[dtype] * np.abs(weight).max(), key
-            assert np.abs(z[f'{prefix}gradnorm/{key}']) <= 1e-8 * np.linalg.norm(weight), key
-            continue
-        rtol = ALPHA_GRAD_RTOL[dtype] if key == 'r' else GRAD_RTOL[dtype]
-        norm = z[f'{prefix}gradnorm/{key}']
-        assert_close(np.linalg.norm(grad), norm, rtol, f'norm of {key}')
-        # a sum can cancel far below its terms: its natural scale is sqrt(n) * norm (Cauchy-Schwarz)
-        sum_err = abs(grad.sum() - z[f'{prefix}gradsum/{key}']) / (np.sqrt(grad.size) * norm)
-        assert sum_err <= rtol, f'sum of {key}: relative error {sum_err:.3g} > {rtol:g}'
-        full = z.get(f'{prefix}grad/{key}')
-        if full is not None and dtype == 'float64':
-            assert_close(grad, full, rtol, f'gradient of {key}')
-        elif full is not None:
-            assert l2_rel(grad, full) <= rtol, f'gradient of {key}: relative L2 error {l2_rel(grad, full):.3g}'
-
-
 def test_every_gradient_matches_official(case):
     check_gradients(case.train['grads'], case.z, '', case.dtype)
 
@@ -250,30 +202,10 @@ def test_alpha_gradient_differs_only_by_the_official_float32_identity(case):
 
 
 def test_batchnorm_running_stats_equal_torch_once_biased_variance_and_float32_momentum_are_corrected(case):
-    """Paddle: m = mu32 m0 + (1 - mu32) mean_b and v = mu32 v0 + (1 - mu32) var_b (biased).
-    Recover mean_b and var_b from Paddle's update, apply torch's (0.9, unbiased) and compare."""
+    """Paddle's update differs from torch's only by the biased variance and the float32 momentum
+    (tests/_official.py: check_batchnorm_stats)."""
     t = case.train
-    for name, (mean0, var0) in t['bn_initial'].items():
-        mean, var = (np.asarray(a, np.float64) for a in t['bn_after'][name])
-        mean0, var0 = np.asarray(mean0, np.float64), np.asarray(var0, np.float64)
-        n = t['bn_count'][name]
-        batch_mean = (mean - MOMENTUM_F32 * mean0) / (1 - MOMENTUM_F32)
-        batch_var = (var - MOMENTUM_F32 * var0) / (1 - MOMENTUM_F32)
-        key = 'bn_after_train_forward/' + name
-        assert_close(0.9 * mean0 + 0.1 * batch_mean, case.z[key + '.running_mean'], case.rtol, name + ' mean')
-        assert_close(0.9 * var0 + 0.1 * batch_var * n / (n - 1), case.z[key + '.running_var'], case.rtol, name + ' var')
-        assert_close(mean, case.z[key + '.running_mean'], 1e-6, name + ' uncorrected mean')
-    assert len(t['bn_initial']) == sum(k.startswith('bn_after_train_forward/') for k in case.z.files) // 2
-
-
-def nesterov_sgd(params, grads, lr, momentum, weight_decay):
-    """torch.optim.SGD(nesterov=True) over the recorded trajectory: params[i], grads[i] -> params[i+1]."""
-    out, buf = [], None
-    for p, g in zip(params, grads):
-        g = g + weight_decay * p
-        buf = g if buf is None else momentum * buf + g
-        out.append(p - lr * (g + momentum * buf))
-    return out
+    check_batchnorm_stats(t['bn_initial'], t['bn_after'], t['bn_count'], case.z, case.rtol)
 
 
 def test_paddle_momentum_is_torch_nesterov_sgd_with_float32_coefficients(case):

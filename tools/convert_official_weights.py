@@ -1,10 +1,12 @@
-"""Convert an official FRN PyTorch checkpoint (.pth) to a Paddle .pdparams file, without PyTorch.
+"""Convert an official FRN or ProtoNet PyTorch checkpoint (.pth) to a Paddle .pdparams file, without PyTorch.
 
     python tools/convert_official_weights.py --src model_ResNet-12.pth --dst resnet12.pdparams
 
 Handles fine-tuned checkpoints (scale, r, feature_extractor.*) and pretraining ones
-(plus cat_mat), for ResNet-12 and Conv-4. The backbone is read from the keys unless
---backbone forces it. Load the result with methods.checkpoint.load_model(model, path).
+(plus cat_mat), for ResNet-12 and Conv-4, and the official ProtoNet baseline (scale and
+feature_extractor.*, no r; load it into methods.protonet.Proto). The model and the backbone
+are read from the keys unless --backbone forces the backbone. Load the result with
+methods.checkpoint.load_model(model, path).
 """
 import argparse
 import os
@@ -26,7 +28,7 @@ def main(argv=None):
     from deploy.official_weights import convert_checkpoint
     info = convert_checkpoint(args.src, args.dst, backbone=args.backbone)
     kind = f'pretraining (cat_mat, {info["num_cat"]} classes)' if info['pretraining'] else 'fine-tuned'
-    print(f'converted {args.src} -> {args.dst}: {info["backbone"]}, {kind}, {info["num_tensors"]} tensors; '
+    print(f'converted {args.src} -> {args.dst}: {info["model"]} {info["backbone"]}, {kind}, {info["num_tensors"]} tensors; '
           f'dropped {len(info["dropped"])} num_batches_tracked counter(s)')
 
 
