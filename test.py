@@ -20,7 +20,7 @@ import paddle
 from cli import cli_main
 from engine import parallel
 from engine.evaluation import evaluate
-from engine.feature_cache import FeatureCache
+from engine.feature_cache import feature_cache_for
 from methods.checkpoint import load_model
 from methods.FRN import FRN
 from methods.protonet import PrototypeClassifier
@@ -76,22 +76,22 @@ def main(argv=None):
         log('classifier: nearest prototype (baseline), not the FRN head')
     loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode, shared=True)
     # one cache for all tasks: the model does not change, so each image is embedded once in all
-    cache = False if args.no_feature_cache else FeatureCache(model, loader.dataset, args.max_cache_mb,
-                                                            num_workers=args.num_workers, spill_dir=args.cache_dir)
+    cache = None if args.no_feature_cache else feature_cache_for(model, loader, args.max_cache_mb,
+                                                                spill_dir=args.cache_dir)
     log('evaluation: ' + ('per episode, the backbone on every image of every episode (--no_feature_cache)'
-                          if cache is False else 'each image embedded once, heads run on the cached feature maps'))
+                          if cache is None else 'each image embedded once, heads run on the cached feature maps'))
 
     start, tasks, all_accs = time.time(), [], []
     for task in range(args.test_task_nums):
         loader.set_epoch(task)  # task t has its own fixed episodes
         accs, _ = evaluate(model, loader, args.test_n_way, args.n_shot, args.n_query, desc=f'task {task}',
-                           feature_cache=cache)
+                           cache=cache)
         accs = gather_episodes(accs, loader.batch_sampler)
         acc, ci = mean_confidence_interval(accs)
         tasks.append({'acc': acc, 'ci95': ci, 'episodes': len(accs)})
         all_accs.extend(accs)
         log(f'{len(accs)} Test Acc = {acc:.2f}% +- {ci:.2f}%')
-    if cache is not False:
+    if cache is not None:
         log(cache.describe())
     acc, ci = mean_confidence_interval(all_accs)
     log(f'Mean of {len(tasks)} task(s), {len(all_accs)} episodes: Test Acc = {acc:.2f}% +- {ci:.2f}% '
@@ -103,7 +103,7 @@ def main(argv=None):
                        'method': args.method, 'n_way': args.test_n_way, 'n_shot': args.n_shot,
                        'n_query': args.n_query, 'test_task_nums': args.test_task_nums,
                        'test_n_episode': args.test_n_episode, 'image_size': args.image_size, 'seed': args.seed,
-                       'feature_cache': cache is not False, 'classifier': args.classifier,
+                       'feature_cache': cache is not None, 'classifier': args.classifier,
                        'paddle': paddle.__version__, 'seconds': round(time.time() - start, 1)},
                       stem + '.json')
     log(f'results written to {stem}.json')

@@ -31,7 +31,7 @@ from benchmarks.bench_data import median, photo_split, size_args  # noqa: E402
 from data.datamgr import EpochLoader  # noqa: E402
 from data.dataset import EpisodicBatchSampler, SetDataset  # noqa: E402
 from data.transforms import eval_transform  # noqa: E402
-from engine.evaluation import episode_neg_l2_dists  # noqa: E402
+from engine.evaluation import episode_scores  # noqa: E402
 from methods.steps import accuracy, query_targets  # noqa: E402
 from engine.feature_cache import FeatureCache  # noqa: E402
 from methods.FRN import FRN  # noqa: E402
@@ -98,10 +98,10 @@ def measure(backbone, split, rounds, per_episode_episodes, cached_episodes, log)
         for shot in SHOTS:
             loader = loaders[shot]
             loader.batch_sampler.n_episodes = per_episode_episodes
-            seconds, per_episode = timed(episode_neg_l2_dists(model, loader, WAY, shot, QUERY, feature_cache=False))
+            seconds, per_episode = timed(episode_scores(model, loader, WAY, shot, QUERY))
             t_ep[shot] += seconds
             loader.batch_sampler.n_episodes = cached_episodes
-            seconds, cached = timed(episode_neg_l2_dists(model, loader, WAY, shot, QUERY, feature_cache=cache))
+            seconds, cached = timed(episode_scores(model, loader, WAY, shot, QUERY, cache=cache))
             t_head[shot] += seconds
             same &= accuracies(per_episode) == accuracies(cached[:per_episode_episodes])
     rows = []

@@ -153,6 +153,11 @@ class _WorkerWatch:
                 f'(with shared memory); lower --num_workers, or {fix}')
 
 
+def image_batches(split, transform, batches, num_workers=0):
+    """(images, labels) of `split` for the given batches of positions, in order (the feature cache reads so)."""
+    return EpochLoader(SimpleDataset(split, transform), batches, num_workers)
+
+
 def split_transform(split, image_size, aug, dataset):
     """The dataset's transform, minus the steps an image cache already did (`CachedSplit.prepared`)."""
     return get_transform(image_size, aug, dataset, prepared=getattr(split, 'prepared', None))

@@ -6,10 +6,10 @@ protocol (the official code's, and `--no_feature_cache`) runs the backbone on al
 way * (shot + query) images of every episode: 10,000 x 80 forward passes for FRN's
 10,000 5-way 1-shot test episodes on mini-ImageNet, where its 12,000 test images would
 do. `FeatureCache` embeds each image the episodes use once and keeps its feature map;
-`cached_neg_l2_dists` then runs each episode's FRN head on the stored maps.
+engine/evaluation.py then runs each episode's head on the stored maps.
 
 Exactness. The head gets the same numbers, in the same layout, through the same code
-(`FRN.get_neg_l2_dist`) as on the per-episode path. Paddle's CPU convolution computes
+(the model's `episode_scores`, which `get_neg_l2_dist` calls) as on the per-episode path. Paddle's CPU convolution computes
 the images of a batch one by one, so a feature map is bitwise the same in a batch of
 distinct images as in its episode's batch. Distances, predictions and accuracies are
 therefore identical, which tests/test_feature_cache.py asserts. On a GPU, cuDNN may pick
@@ -32,13 +32,12 @@ import weakref
 import numpy as np
 import paddle
 
-from data.datamgr import EpochLoader
-from data.dataset import SimpleDataset
+from data.datamgr import image_batches
 from engine.log import progress
 
 # Images per backbone pass while filling the cache. A feature map does not depend on the
-# batch, so this is only about speed: on a 2-core CPU, batches of 16 embedded 7-12% more
-# images per second than batches of 64-100 (activations stay in the cache); GPUs want more.
+# batch, so this is only about speed: small batches keep the activations in the CPU's cache
+# (benchmarks/RESULTS.md); GPUs want more.
 CPU_BATCH_SIZE, GPU_BATCH_SIZE = 16, 128
 DEFAULT_MAX_CACHE_MB = 2048
 
@@ -109,7 +108,7 @@ class FeatureCache:
             return
         start = time.perf_counter()
         batches = [missing[s:s + self.batch_size].tolist() for s in range(0, len(missing), self.batch_size)]
-        images = EpochLoader(SimpleDataset(self.dataset.split, self.dataset.transform), batches, self.num_workers)
+        images = image_batches(self.dataset.split, self.dataset.transform, batches, self.num_workers)
         self.model.eval()
         with paddle.no_grad():
             for batch, (x, _) in zip(batches, progress(images, desc=desc, total=len(batches))):
@@ -120,6 +119,10 @@ class FeatureCache:
                 self.cached[batch] = True
         self.embed_seconds += time.perf_counter() - start
 
+    def episode_images(self, episode):
+        """Split positions of the images of one sampler episode."""
+        return [i for cls, positions, _ in episode for i in self.dataset.image_indices(cls, positions)]
+
     def episode_feature_maps(self, episode, shot):
         """Maps of one sampler episode in the official layout: supports by class, then queries by class."""
         per_class = [self.dataset.image_indices(cls, positions) for cls, positions, _ in episode]
@@ -129,34 +132,8 @@ class FeatureCache:
         return self.maps[order]
 
 
-class _StoredFeatureMaps:
-    """The FRN model, but `get_feature_map` passes stored maps through: FRN.get_neg_l2_dist on
-    these runs exactly the head code of the per-episode path."""
-
-    def __init__(self, model):
-        self._model = model
-
-    @staticmethod
-    def get_feature_map(feature_map):
-        return feature_map
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-
-def cached_neg_l2_dists(model, cache, sampler, way, shot, query, desc=None):
-    """Embed what the sampler's episodes need, then yield each episode's [way * query, way] negative distances."""
-    if sampler.n_per_class != shot + query or sampler.n_way != way:
-        raise ValueError(f'the sampler draws {sampler.n_way}-way episodes of {sampler.n_per_class} images per class, '
-                         f'not {way}-way {shot}+{query}')
-    episodes = [sampler.episode(i) for i in range(len(sampler))]
-    cache.ensure([i for episode in episodes for cls, positions, _ in episode
-                  for i in cache.dataset.image_indices(cls, positions)],
-                 desc=f'{desc} (embed)' if desc else 'embed')
-    head = _StoredFeatureMaps(model)
-    get_neg_l2_dist = type(model).get_neg_l2_dist
-    for episode in progress(episodes, desc=desc):
-        feature_map = paddle.to_tensor(cache.episode_feature_maps(episode, shot))
-        with paddle.no_grad():
-            neg_l2 = get_neg_l2_dist(head, feature_map, way, shot, query)
-        yield neg_l2
+def feature_cache_for(model, loader, max_cache_mb=DEFAULT_MAX_CACHE_MB, spill_dir=None):
+    """A FeatureCache for the episodes of `loader`, or None when they must be evaluated per episode."""
+    if uncacheable_reason(loader):
+        return None
+    return FeatureCache(model, loader.dataset, max_cache_mb, num_workers=loader.num_workers, spill_dir=spill_dir)

@@ -31,6 +31,7 @@ import paddle
 from engine.metrics import METRICS_FILE, MetricsLog, save_curves
 from engine import parallel
 from engine.evaluation import evaluate
+from engine.feature_cache import feature_cache_for
 from engine.log import progress
 from utils import FRNError, atomic_save, mean_confidence_interval
 
@@ -165,8 +166,9 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
 
         val_loss = val_acc = None
         if args.val == 'meta':
-            val_accs, val_loss = evaluate(model, val_loader, *val_episode, feature_cache=not args.no_feature_cache,
-                                          max_cache_mb=args.max_cache_mb)
+            # a new cache each time: the weights changed since the last validation
+            cache = None if args.no_feature_cache else feature_cache_for(model, val_loader, args.max_cache_mb)
+            val_accs, val_loss = evaluate(model, val_loader, *val_episode, cache=cache)
             val_acc, _ = mean_confidence_interval(val_accs)
             if val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch

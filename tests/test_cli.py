@@ -61,7 +61,7 @@ def pipeline(tiny_mini, tmp_path_factory):
 def test_pretraining_writes_the_run_folder_and_the_seed_log_lines(pipeline):
     files = sorted(os.listdir(pipeline['pre_dir']))
     assert files == ['0.pdopt', '0.pdparams', '1.pdopt', '1.pdparams', 'best_model.pdparams', 'curves.png',
-                     'last_model.pdopt', 'last_model.pdparams', 'output.log']
+                     'last_model.pdopt', 'last_model.pdparams', 'metrics.jsonl', 'output.log']
     log = (pipeline['pre_dir'] / 'output.log').read_text()
     assert log.startswith('==== ') and 'args: ' in log and f'paddle {paddle.__version__} | device cpu' in log
     assert 'warning: --num_classes 64 disagrees with the 8 classes' in log

@@ -15,8 +15,8 @@ import pytest
 from conftest import REPO
 from data.datamgr import SetDataManager
 from data.filelist import read_split
-from engine.evaluation import episode_neg_l2_dists, evaluate
-from engine.feature_cache import FeatureCache, uncacheable_reason
+from engine.evaluation import episode_scores, evaluate
+from engine.feature_cache import FeatureCache, feature_cache_for, uncacheable_reason
 from methods.FRN import FRN
 
 SIZE, WAY, QUERY = 32, 5, 3
@@ -63,13 +63,14 @@ def test_cached_distances_and_accuracies_are_bitwise_those_of_the_per_episode_pa
                                                                                     n_episode):
     model = trained_looking(backbone)
     loader = episode_loader(test_split, shot, n_episode)
-    per_episode = [d.numpy() for d in episode_neg_l2_dists(model, loader, WAY, shot, QUERY, feature_cache=False)]
-    cached = [d.numpy() for d in episode_neg_l2_dists(model, loader, WAY, shot, QUERY, feature_cache=True)]
+    per_episode = [d.numpy() for d in episode_scores(model, loader, WAY, shot, QUERY)]
+    cache = FeatureCache(model, loader.dataset)
+    cached = [d.numpy() for d in episode_scores(model, loader, WAY, shot, QUERY, cache=cache)]
     assert len(per_episode) == len(cached) == n_episode
     for a, b in zip(per_episode, cached):
         np.testing.assert_array_equal(a, b)
-    accs, loss = evaluate(model, loader, WAY, shot, QUERY, feature_cache=False)
-    cached_accs, cached_loss = evaluate(model, loader, WAY, shot, QUERY)
+    accs, loss = evaluate(model, loader, WAY, shot, QUERY)
+    cached_accs, cached_loss = evaluate(model, loader, WAY, shot, QUERY, cache=feature_cache_for(model, loader))
     np.testing.assert_array_equal(accs, cached_accs)
     assert loss == cached_loss
     if backbone == 'Conv4' and shot == 1:
@@ -82,22 +83,22 @@ def test_each_image_is_embedded_once_and_later_tasks_embed_only_new_images(test_
     counts = counting_images(model)
     cache = FeatureCache(model, loader.dataset)
     first = distinct_images(loader)
-    evaluate(model, loader, WAY, 2, QUERY, feature_cache=cache)
+    evaluate(model, loader, WAY, 2, QUERY, cache=cache)
     assert sum(counts) == len(first) == cache.n_cached < 10 * WAY * (2 + QUERY)
     loader.set_epoch(1)  # test.py's next task: other episodes, same model
-    accs, _ = evaluate(model, loader, WAY, 2, QUERY, feature_cache=cache)
+    accs, _ = evaluate(model, loader, WAY, 2, QUERY, cache=cache)
     assert sum(counts) == len(first | distinct_images(loader)) == cache.n_cached
-    np.testing.assert_array_equal(accs, evaluate(model, loader, WAY, 2, QUERY, feature_cache=False)[0])
+    np.testing.assert_array_equal(accs, evaluate(model, loader, WAY, 2, QUERY)[0])
 
 
 def test_maps_beyond_max_cache_mb_go_to_a_temporary_file_with_the_same_results(test_split, tmp_path):
     model = trained_looking('Conv4')
     loader = episode_loader(test_split, 1, 4)
     cache = FeatureCache(model, loader.dataset, max_cache_mb=0.01, spill_dir=str(tmp_path))
-    accs, loss = evaluate(model, loader, WAY, 1, QUERY, feature_cache=cache)
+    accs, loss = evaluate(model, loader, WAY, 1, QUERY, cache=cache)
     assert isinstance(cache.maps, np.memmap) and cache.spill_path.startswith(str(tmp_path))
     assert 'on disk' in cache.describe()
-    reference_accs, reference_loss = evaluate(model, loader, WAY, 1, QUERY, feature_cache=False)
+    reference_accs, reference_loss = evaluate(model, loader, WAY, 1, QUERY)
     np.testing.assert_array_equal(accs, reference_accs)
     assert loss == reference_loss
     folder = os.path.dirname(cache.spill_path)
@@ -105,7 +106,7 @@ def test_maps_beyond_max_cache_mb_go_to_a_temporary_file_with_the_same_results(t
     gc.collect()
     assert not os.path.exists(folder)
     in_memory = FeatureCache(model, loader.dataset)
-    evaluate(model, loader, WAY, 1, QUERY, feature_cache=in_memory)
+    evaluate(model, loader, WAY, 1, QUERY, cache=in_memory)
     assert in_memory.spill_path is None and not isinstance(in_memory.maps, np.memmap)
 
 
@@ -114,16 +115,16 @@ def test_augmented_episodes_are_evaluated_per_episode(test_split):
     loader = episode_loader(test_split, 1, 3, aug=True)
     assert 'random' in uncacheable_reason(loader)
     counts = counting_images(model)
-    accs, _ = evaluate(model, loader, WAY, 1, QUERY, feature_cache=True)
+    accs, _ = evaluate(model, loader, WAY, 1, QUERY, cache=feature_cache_for(model, loader))
     assert sum(counts) == 3 * WAY * (1 + QUERY)  # every image of every episode, no cache
-    np.testing.assert_array_equal(accs, evaluate(model, loader, WAY, 1, QUERY, feature_cache=False)[0])
+    np.testing.assert_array_equal(accs, evaluate(model, loader, WAY, 1, QUERY)[0])
 
 
 def test_a_cache_of_another_dataset_is_refused(test_split):
     model = trained_looking('Conv4')
     loader, other = episode_loader(test_split, 1, 2), episode_loader(test_split, 1, 2)
     with pytest.raises(ValueError, match='another model or dataset'):
-        evaluate(model, loader, WAY, 1, QUERY, feature_cache=FeatureCache(model, other.dataset))
+        evaluate(model, loader, WAY, 1, QUERY, cache=FeatureCache(model, other.dataset))
 
 
 def test_test_py_prints_the_same_accuracies_with_and_without_the_feature_cache(tiny_mini, tmp_path):
