@@ -154,6 +154,11 @@ class _WorkerWatch:
                 os.kill(worker.pid, signal.SIGKILL)
 
     def explain(self, err):
+        # the main thread can see the killed queue before the reader thread has passed the
+        # worker's exception to our hook; let that thread finish first
+        thread = getattr(self.iterator, '_thread', None)
+        if self.worker_error is None and thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=WORKER_CHECK_SECONDS)
         fix = 'rerun with --num_workers 0 to load in the main process'  # where errors surface as they are
         if self.stalled:
             return (f'no batch came from the {self.num_workers} data loading workers in {WORKER_STALL_SECONDS} s, '
