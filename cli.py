@@ -10,10 +10,12 @@ import argparse
 import datetime
 import functools
 import os
+import signal
 import sys
+import threading
 import warnings
 
-from utils import FRNError
+from utils import FRNError, os_error_cause
 
 # `import paddle` warns about a missing C++ compiler cache, which only matters for building
 # custom operators, and BatchNorm warns on every training forward that it tracks running
@@ -52,18 +54,49 @@ def mkl_note():
     return ''
 
 
+class Terminated(BaseException):
+    """SIGTERM (sent by timeout, Docker, Kubernetes, Slurm), raised in the main thread like KeyboardInterrupt."""
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated()
+
+
+def catch_sigterm():
+    """Turn SIGTERM into `Terminated`; called again after paddle is imported, which installs its own handler."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+# what an interrupted command tells the user to do next; training scripts set it once their run folder is known
+interrupt_hint = ''
+
+
 def cli_main(main):
-    """Run `main()` as a command: an FRNError becomes one line on stderr and exit code 2."""
+    """Run `main()` as a command: a user error or a file system error becomes one line on stderr, exit code 2.
+
+    Ctrl-C exits with 130 and SIGTERM with 143, after the atomic writes have removed their
+    temp files; the message says how to go on.
+    """
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        catch_sigterm()
         try:
             return main(*args, **kwargs)
         except FRNError as err:
             print(f'error: {err}', file=sys.stderr)
             sys.exit(2)
+        except OSError as err:  # permission denied, no space left, read-only file system, ...
+            where = f'{err.filename!r}: ' if err.filename else ''
+            print(f'error: {where}{os_error_cause(err)}', file=sys.stderr)
+            sys.exit(2)
         except KeyboardInterrupt:
-            print('interrupted', file=sys.stderr)
+            print('interrupted' + interrupt_hint, file=sys.stderr)
             sys.exit(130)
+        except Terminated:
+            print('terminated (SIGTERM)' + interrupt_hint, file=sys.stderr)
+            sys.exit(143)
     return wrapper
 
 
@@ -159,6 +192,9 @@ def add_training(parser, lr, epoch, milestones):
                    help="continue a run: a <epoch>.pdparams or last_model.pdparams of its folder (the .pdopt "
                         "beside it holds the optimizer, schedule, epoch, best accuracy and RNG state), "
                         "or 'auto' for the newest in this run's folder")
+    g.add_argument('--overwrite', action='store_true',
+                   help="start a new run in a run folder that holds an earlier run's checkpoints: they are "
+                        "deleted (its output.log is kept as output.<time>.log); without it such a run refuses")
     g.add_argument('--checkpoint_dir', default='./checkpoints', help='root of the run folders')
     g.add_argument('--print_freq', type=int, default=50, help='log the loss every this many batches')
     g.add_argument('--visualdl', action='store_true',
@@ -173,8 +209,20 @@ def check_common(args):
             raise FRNError(f'--{name} must be at least 1, not {getattr(args, name)}')
     if args.num_workers < 0:
         raise FRNError(f'--num_workers must be 0 or more, not {args.num_workers}')
+    if os.path.isfile(args.data_path):
+        raise FRNError(f'--data_path {args.data_path!r} is a file, not a folder; give the dataset folder (the one '
+                       f'holding images/ and the CSVs or file lists, or train/, val/ and test/)')
     if not os.path.isdir(args.data_path):
         raise FRNError(f'--data_path {args.data_path!r} does not exist; point it at the dataset folder')
+
+
+def check_file(flag, path, fix):
+    """A path flag that must name a file: a clear error for a folder or a missing path."""
+    if os.path.isdir(path):
+        raise FRNError(f'{flag} {path!r} is a folder, not a file; give a .pdparams file inside it, '
+                       f'such as {os.path.join(path, "best_model.pdparams")}')
+    if not os.path.isfile(path):
+        raise FRNError(f'{flag} {path!r} does not exist; {fix}')
 
 
 def check_training(args):
@@ -188,9 +236,12 @@ def check_training(args):
         raise FRNError(f'--wd must be 0 or more, not {args.wd}')
     if sorted(set(args.milestones)) != args.milestones or args.milestones[0] < 1:
         raise FRNError(f'--milestones must be increasing positive epochs, not {" ".join(map(str, args.milestones))}')
-    if args.resume not in (None, 'auto') and not os.path.isfile(args.resume):
-        raise FRNError(f'--resume {args.resume!r} does not exist; give a <epoch>.pdparams or last_model.pdparams '
-                       f'from the run folder, or --resume auto')
+    if args.resume not in (None, 'auto'):
+        check_file('--resume', args.resume, 'give a <epoch>.pdparams or last_model.pdparams from the run folder, '
+                                            'or --resume auto')
+    if args.resume is not None and args.overwrite:
+        raise FRNError('--resume and --overwrite contradict each other: --resume continues the run in the folder, '
+                       '--overwrite deletes its checkpoints and starts again; give one of them')
 
 
 def command_line():
@@ -202,6 +253,8 @@ def start(args, log_path):
 
     The log opens with the command, every argument, Paddle and the device. Only rank 0
     writes the log file; other ranks print to their own console (the launcher's workerlog.N).
+    The file is written from `log.persist()` on, which the script calls once its inputs are
+    checked: until then the lines are kept in memory.
     """
     import paddle
 
@@ -209,9 +262,10 @@ def start(args, log_path):
     from engine.log import Logger
     threads = set_threads(args.threads)
     select_device(args.gpu)
+    catch_sigterm()
     rank, world = parallel.init()
     paddle.seed(args.seed)
-    log = Logger(log_path if rank == 0 else None)
+    log = Logger(log_path if rank == 0 else None, deferred=True)
     log(f'==== {datetime.datetime.now().isoformat(timespec="seconds")} {command_line()}')
     log('args: ' + ', '.join(f'{k}={v}' for k, v in sorted(vars(args).items())))
     log(f'paddle {paddle.__version__} | device {paddle.device.get_device()} | threads {threads}' + mkl_note()
@@ -235,17 +289,42 @@ def read_splits(args, *splits):
     return lists
 
 
-def episode_loader(args, split, n_way, n_episode, aug=False, shared=False):
+def episode_loader(args, split, n_way, n_episode, aug=False, shared=False, flag=None):
     """Episodes of `n_way`-way args.n_shot-shot args.n_query-query from `split`.
 
     shared=True splits the episodes among the ranks of a distributed run (each rank gets its own).
+    flag: the n-way flag, e.g. 'val_n_way'; it names the split, for the error when the split is too small.
     """
     from data.datamgr import SetDataManager
     from engine import parallel
+    if flag and n_way > split.n_classes:
+        raise FRNError(f'--{flag} {n_way} asks for {n_way}-way episodes of the {flag.split("_")[0]} split, which has '
+                       f'only {split.n_classes} classes ({split.source}); lower --{flag} to {split.n_classes} or less')
     rank, world = (parallel.rank(), parallel.world_size()) if shared else (0, 1)
     return SetDataManager(args.image_size, n_way, args.n_shot, args.n_query, n_episode, num_workers=args.num_workers,
                           seed=args.seed, dataset=args.dataset, rank=rank, world_size=world).get_data_loader(
                               split, aug=aug)
+
+
+def claim_run_dir(args, folder):
+    """Lock the run folder (rank 0 of a run), clear an interrupted run's temp files, refuse to mix runs.
+
+    Returns the held RunLock; its `notes` go into the log. Use it as a context manager.
+    """
+    global interrupt_hint
+    from engine import runlock
+    lock = runlock.RunLock(folder, command_line())
+    if int(os.environ.get('PADDLE_TRAINER_ID', '0')) != 0:  # the ranks of one run share rank 0's lock
+        return lock
+    lock.acquire()
+    try:
+        lock.notes += runlock.prepare_fresh_start(lock.folder, args.resume, args.overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    interrupt_hint = (f'; {folder} keeps every finished epoch: continue with the same command and '
+                      f'--resume auto')
+    return lock
 
 
 def run_dir(args, kind):

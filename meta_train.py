@@ -39,9 +39,9 @@ def parse_args(argv=None):
     cli.check_training(args)
     if args.train_n_way < 2 or args.train_n_episode < 1:
         raise FRNError('--train_n_way must be at least 2 and --train_n_episode at least 1')
-    if args.pretrain_path and not os.path.isfile(args.pretrain_path):
-        raise FRNError(f'--pretrain_path {args.pretrain_path!r} does not exist; pretrain first (pretrain.py writes '
-                       f'./checkpoints/<dataset>/<model>_stl_frn_pretrain/best_model.pdparams)')
+    if args.pretrain_path:
+        cli.check_file('--pretrain_path', args.pretrain_path, 'pretrain first (pretrain.py writes '
+                       './checkpoints/<dataset>/<model>_stl_frn_pretrain/best_model.pdparams)')
     return args
 
 
@@ -49,26 +49,30 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     run_dir = cli.run_dir(args, 'metatrain')
-    train_split, val_split = cli.read_splits(args, 'train', 'val')
-    log = cli.start(args, os.path.join(run_dir, 'output.log'))
-    if args.train_n_episode % parallel.world_size():
-        raise FRNError(f'--train_n_episode {args.train_n_episode} must be divisible by the {parallel.world_size()} '
-                       f'processes, so that every process takes the same number of steps')
-    train_loader = cli.episode_loader(args, train_split, args.train_n_way, args.train_n_episode, aug=True,
-                                      shared=True)
-    val_loader = cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode) if args.val == 'meta' else None
-    model = FRN(way=args.train_n_way, shots=[args.n_shot, args.n_query], backbone=args.model,
-                image_size=args.image_size)
-    if args.pretrain_path:
-        dropped, missing = load_model(model, args.pretrain_path)
-        log(f'loaded {args.pretrain_path}' + (f'; dropped {", ".join(dropped)}' if dropped else '') +
-            (f'; kept the initial {", ".join(missing)}' if missing else ''))
-    else:
-        log('warning: no --pretrain_path; meta-training starts from a random initialisation')
-    log(f'train: {train_split.n_classes} classes, {args.train_n_episode} episodes per epoch | '
-        f'val: {val_split.n_classes} classes | run folder {run_dir}')
-    train(args, model, train_loader, meta_frn_step(args.train_n_way, args.n_shot, args.n_query), val_loader,
-          (args.val_n_way, args.n_shot, args.n_query), run_dir, log)
+    with cli.claim_run_dir(args, run_dir) as lock:  # before anything is read or written
+        train_split, val_split = cli.read_splits(args, 'train', 'val')
+        log = cli.start(args, os.path.join(run_dir, 'output.log'))
+        for note in lock.notes:
+            log(note)
+        if args.train_n_episode % parallel.world_size():
+            raise FRNError(f'--train_n_episode {args.train_n_episode} must be divisible by the {parallel.world_size()} '
+                           f'processes, so that every process takes the same number of steps')
+        train_loader = cli.episode_loader(args, train_split, args.train_n_way, args.train_n_episode, aug=True,
+                                          shared=True, flag='train_n_way')
+        val_loader = (cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode, flag='val_n_way')
+                      if args.val == 'meta' else None)
+        model = FRN(way=args.train_n_way, shots=[args.n_shot, args.n_query], backbone=args.model,
+                    image_size=args.image_size)
+        if args.pretrain_path:
+            dropped, missing = load_model(model, args.pretrain_path)
+            log(f'loaded {args.pretrain_path}' + (f'; dropped {", ".join(dropped)}' if dropped else '') +
+                (f'; kept the initial {", ".join(missing)}' if missing else ''))
+        else:
+            log('warning: no --pretrain_path; meta-training starts from a random initialisation')
+        log(f'train: {train_split.n_classes} classes, {args.train_n_episode} episodes per epoch | '
+            f'val: {val_split.n_classes} classes | run folder {run_dir}')
+        train(args, model, train_loader, meta_frn_step(args.train_n_way, args.n_shot, args.n_query), val_loader,
+              (args.val_n_way, args.n_shot, args.n_query), run_dir, log)
 
 
 if __name__ == '__main__':

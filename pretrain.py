@@ -44,21 +44,25 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     run_dir = cli.run_dir(args, 'pretrain')
-    train_split, val_split = cli.read_splits(args, 'train', 'val')
-    log = cli.start(args, os.path.join(run_dir, 'output.log'))
-    if args.num_classes != train_split.n_classes:
-        log(f'warning: --num_classes {args.num_classes} disagrees with the {train_split.n_classes} classes of '
-            f'{train_split.source}; using {train_split.n_classes}')
-        args.num_classes = train_split.n_classes
-    train_loader = SimpleDataManager(args.image_size, args.batch_size, num_workers=args.num_workers, seed=args.seed,
-                                     dataset=args.dataset, rank=parallel.rank(), world_size=parallel.world_size(),
-                                     ).get_data_loader(train_split, aug=True)
-    val_loader = cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode) if args.val == 'meta' else None
-    model = FRN(backbone=args.model, is_pretraining=True, num_cat=args.num_classes, image_size=args.image_size)
-    log(f'train: {len(train_split)} images of {train_split.n_classes} classes, {len(train_loader)} batches per epoch'
-        f' | val: {val_split.n_classes} classes | run folder {run_dir}')
-    train(args, model, train_loader, pretrain_step, val_loader, (args.val_n_way, args.n_shot, args.n_query),
-          run_dir, log)
+    with cli.claim_run_dir(args, run_dir) as lock:  # before anything is read or written
+        train_split, val_split = cli.read_splits(args, 'train', 'val')
+        log = cli.start(args, os.path.join(run_dir, 'output.log'))
+        for note in lock.notes:
+            log(note)
+        if args.num_classes != train_split.n_classes:
+            log(f'warning: --num_classes {args.num_classes} disagrees with the {train_split.n_classes} classes of '
+                f'{train_split.source}; using {train_split.n_classes}')
+            args.num_classes = train_split.n_classes
+        train_loader = SimpleDataManager(args.image_size, args.batch_size, num_workers=args.num_workers, seed=args.seed,
+                                         dataset=args.dataset, rank=parallel.rank(), world_size=parallel.world_size(),
+                                         ).get_data_loader(train_split, aug=True)
+        val_loader = (cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode, flag='val_n_way')
+                      if args.val == 'meta' else None)
+        model = FRN(backbone=args.model, is_pretraining=True, num_cat=args.num_classes, image_size=args.image_size)
+        log(f'train: {len(train_split)} images of {train_split.n_classes} classes, {len(train_loader)} batches per epoch'
+            f' | val: {val_split.n_classes} classes | run folder {run_dir}')
+        train(args, model, train_loader, pretrain_step, val_loader, (args.val_n_way, args.n_shot, args.n_query),
+              run_dir, log)
 
 
 if __name__ == '__main__':

@@ -47,9 +47,8 @@ def parse_args(argv=None):
     for name in ('test_n_way', 'test_task_nums', 'test_n_episode'):
         if getattr(args, name) < 1:
             raise FRNError(f'--{name} must be at least 1, not {getattr(args, name)}')
-    if not os.path.isfile(args.model_path):
-        raise FRNError(f'--model_path {args.model_path!r} does not exist; give best_model.pdparams of a training '
-                       f'run, or convert an official checkpoint with tools/convert_official_weights.py')
+    cli.check_file('--model_path', args.model_path, 'give best_model.pdparams of a training run, or convert an '
+                   'official checkpoint with tools/convert_official_weights.py')
     return args
 
 
@@ -74,7 +73,9 @@ def main(argv=None):
     if args.classifier == 'proto':
         model = PrototypeClassifier(model)
         log('classifier: nearest prototype (baseline), not the FRN head')
-    loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode, shared=True)
+    loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode, shared=True,
+                                flag='test_n_way')
+    log.persist()  # the inputs are checked: from here on the results .log is written
     # one cache for all tasks: the model does not change, so each image is embedded once in all
     cache = None if args.no_feature_cache else feature_cache_for(model, loader, args.max_cache_mb,
                                                                 spill_dir=args.cache_dir)

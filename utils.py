@@ -3,8 +3,10 @@
 It imports only the standard library (numpy and paddle inside the functions that need them),
 so every layer may use it.
 """
+import errno
 import json
 import os
+import re
 import tempfile
 
 
@@ -12,14 +14,44 @@ class FRNError(Exception):
     """An error the user can fix. The message names the file, flag or value and says how."""
 
 
+# atomic_write's temp files are `.<name>.<8 random characters>.tmp` beside the target
+TEMP_SUFFIX = '.tmp'
+TEMP_NAME = re.compile(r'^\..+\.[A-Za-z0-9_]{8}\.tmp$')
+
+
+def os_error_cause(err):
+    """What went wrong with a file, in words, plus what to do for the common causes."""
+    cause = err.strerror or str(err) or type(err).__name__
+    fix = {errno.EACCES: 'check its permissions or write somewhere else',
+           errno.EPERM: 'check its permissions or write somewhere else',
+           errno.ENOSPC: 'the disk is full; free some space',
+           errno.EDQUOT: 'the disk quota is used up; free some space',
+           errno.EROFS: 'the file system is read-only; write somewhere else'}.get(err.errno)
+    return f'{cause} ({fix})' if fix else cause
+
+
+def remove_leftover_temp_files(folder):
+    """Delete the temp files of atomic writes that a killed process left in `folder`; their names.
+
+    Only call this while no other process can be writing there (under the run folder's lock).
+    """
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if TEMP_NAME.match(name) and os.path.isfile(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+
 def atomic_write(path, write):
     """Write through a temp file in the same folder, then rename: readers never see half a file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix=TEMP_SUFFIX, dir=folder)
+        os.close(fd)
         write(tmp)
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
@@ -27,9 +59,11 @@ def atomic_write(path, write):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError):  # no space, read-only, permissions: name the file we meant to write
+            raise FRNError(f'cannot write {path!r}: {os_error_cause(err)}; nothing was changed there') from None
         raise
 
 

@@ -9,6 +9,7 @@ import signal
 import threading
 
 import paddle
+from paddle.io.dataloader.collate import default_collate_fn
 
 from data.dataset import EpisodicBatchSampler, SetDataset, ShuffleBatchSampler, SimpleDataset
 from data.transforms import get_transform
@@ -52,7 +53,7 @@ class EpochLoader:
 
     def __iter__(self):
         if self.num_workers == 0:
-            yield from self.loader
+            yield from self._main_process_batches()
             return
         iterator = _fork_workers(self.loader)
         try:
@@ -74,6 +75,20 @@ class EpochLoader:
             shutdown = getattr(iterator, '_try_shutdown_all', None)
             if shutdown:
                 shutdown()
+
+
+    def _main_process_batches(self):
+        """The batches read here, not in paddle's loader thread.
+
+        With num_workers=0, paddle 3.3.1 reads batches in a thread; an exception there (an
+        unreadable image's FRNError) ends the thread without closing its queue, and the main
+        thread waits for the next batch forever. Reading in the main process makes the error
+        surface where it happened. The batches are the loader's: the same collate function,
+        then tensors on the current device.
+        """
+        for keys in self.batch_sampler:
+            fields = default_collate_fn([self.dataset[key] for key in keys])
+            yield [paddle.to_tensor(field) for field in fields]
 
 
 def _fork_workers(loader):
@@ -139,6 +154,11 @@ class _WorkerWatch:
                 os.kill(worker.pid, signal.SIGKILL)
 
     def explain(self, err):
+        # the main thread can see the killed queue before the reader thread has passed the
+        # worker's exception to our hook; let that thread finish first
+        thread = getattr(self.iterator, '_thread', None)
+        if self.worker_error is None and thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=WORKER_CHECK_SECONDS)
         fix = 'rerun with --num_workers 0 to load in the main process'  # where errors surface as they are
         if self.stalled:
             return (f'no batch came from the {self.num_workers} data loading workers in {WORKER_STALL_SECONDS} s, '

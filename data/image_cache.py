@@ -42,7 +42,7 @@ from data.filelist import SplitList
 from data.transforms import eval_resize
 from utils import FRNError, atomic_write, atomic_write_text
 
-FORMAT = 'frn-paddle image cache 1'
+FORMAT = 'frn-paddle image cache 2'  # 2: data/images.py scales 16-bit images, composites alpha on white, applies EXIF
 FORMS = ('eval', 'train')
 
 

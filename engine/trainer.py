@@ -96,7 +96,15 @@ def resume_path(resume, run_dir):
         return None
     if resume == 'auto':
         path = os.path.join(run_dir, 'last_model.pdopt')
-        return path if os.path.isfile(path) else None
+        if os.path.isfile(path):
+            return path
+        weights = sorted(f for f in os.listdir(run_dir) if f.endswith(('.pdparams', '.pdopt'))) \
+            if os.path.isdir(run_dir) else []
+        if weights:  # starting over would overwrite them
+            raise FRNError(f'--resume auto: {run_dir} holds {", ".join(weights[:4])} but no last_model.pdopt, so '
+                           f'there is no resume state to continue from; resume from a <epoch>.pdparams that has '
+                           f'its .pdopt, or start again with --overwrite instead of --resume (which deletes them)')
+        return None
     path = os.path.splitext(resume)[0] + '.pdopt'
     if not os.path.isfile(path):
         raise FRNError(f'--resume {resume!r} has no {os.path.basename(path)} beside it, so the optimizer and '
@@ -105,8 +113,45 @@ def resume_path(resume, run_dir):
     return path
 
 
+RESUME_KEYS = ('model', 'optimizer', 'scheduler', 'epoch', 'best_acc', 'best_epoch', 'args', 'rng')
+STAGES = {'stl_frn': 'pretraining (pretrain.py)', 'meta_frn': 'meta-training (meta_train.py)'}
+
+
+def read_resume_state(path, args, model):
+    """The .pdopt at `path`, checked against this run before anything is restored: a clear error, not a traceback."""
+    try:
+        state = paddle.load(path)
+    except Exception as err:  # paddle raises many types for a truncated or foreign file
+        raise FRNError(f'cannot read the resume state {path!r} ({type(err).__name__}: {str(err)[:200]}); it is '
+                       f'truncated or was not written by this code: resume from another checkpoint of the run, '
+                       f'or start again with --overwrite') from None
+    if not isinstance(state, dict) or any(k not in state for k in RESUME_KEYS):
+        raise FRNError(f'{path!r} is not a resume state of this code (it needs {", ".join(RESUME_KEYS)}); resume '
+                       f'from a .pdparams whose .pdopt was written by pretrain.py or meta_train.py')
+    saved = state['args'] if isinstance(state['args'], dict) else {}
+    mismatch = []
+    if saved.get('method') != args.method:
+        mismatch.append(f'it is {STAGES.get(saved.get("method"), repr(saved.get("method")))}, '
+                        f'this run is {STAGES.get(args.method, args.method)}')
+    for key in ('model', 'dataset', 'image_size', 'num_classes', 'train_n_way', 'n_shot'):
+        if key in saved and hasattr(args, key) and saved[key] != getattr(args, key) and (
+                key not in ('train_n_way', 'n_shot') or args.method == 'meta_frn'):
+            mismatch.append(f'--{key} is {saved[key]} there, {getattr(args, key)} here')
+    own = model.state_dict()
+    weights = state['model'] if isinstance(state['model'], dict) else {}
+    wrong = [k for k in own if k not in weights or list(weights[k].shape) != list(own[k].shape)]
+    if wrong and not mismatch:
+        k = wrong[0]
+        mismatch.append(f'its weights do not fit this model ({len(wrong)} parameters, e.g. {k}: '
+                        f'{list(weights[k].shape) if k in weights else "missing"} there, {list(own[k].shape)} here)')
+    if mismatch:
+        raise FRNError(f'--resume {path} belongs to another run: {"; ".join(mismatch)}. Resume with that run\'s '
+                       f'flags, or start this one in another --checkpoint_dir (or with --overwrite)')
+    return state
+
+
 def load_resume_state(path, model, optimizer, scheduler, args, log):
-    state = paddle.load(path)
+    state = read_resume_state(path, args, model)
     model.set_state_dict(state['model'])
     load_optimizer_state(optimizer, model, state['optimizer'])
     scheduler.set_state_dict(state['scheduler'])
@@ -132,6 +177,7 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         start_epoch, best_acc, best_epoch = load_resume_state(path, model, optimizer, scheduler, args, log)
     elif args.resume == 'auto':
         log(f'--resume auto: no last_model.pdopt in {run_dir}, starting from epoch 0')
+    log.persist()  # the inputs are checked: from here on the run is logged to its file
     step = parallel.wrap(TrainStep(model, train_step))  # after resuming: DataParallel broadcasts rank 0's weights
     main = parallel.is_main()
     ckpt = lambda name: os.path.join(run_dir, f'{name}.pdparams')  # noqa: E731
