@@ -1,4 +1,4 @@
-"""FRN episodic fine-tuning (--method meta_frn) from a pretrained model.
+"""Episodic training: FRN fine-tuning from a pretrained model (--method meta_frn), or the ProtoNet baseline (--method meta_proto).
 
     python meta_train.py --dataset mini_imagenet --data_path DATA --method meta_frn --lr 1e-3 --gamma 1e-1 \
         --epoch 150 --train_n_episode 1000 --val_n_episode 600 --milestones 70 120 --image_size 84 \
@@ -6,9 +6,10 @@
         --pretrain_path ./checkpoints/mini_imagenet/ResNet12_stl_frn_pretrain/best_model.pdparams
 
 Each epoch has --train_n_episode episodes of --train_n_way-way --n_shot-shot --n_query-query.
-The loss is the NLL of the queries plus the auxiliary loss `auxrank` that pushes the
-classes' supports apart; r = [alpha, beta] is trained. Writes
-./checkpoints/<dataset>/<model>_meta_frn_<way>way_<shot>shot_metatrain/.
+meta_frn: the loss is the NLL of the queries plus the auxiliary loss `auxrank` that pushes
+the classes' supports apart; r = [alpha, beta] is trained. meta_proto: the official FRN
+code's ProtoNet (methods/protonet.Proto), the NLL of the queries alone. Writes
+./checkpoints/<dataset>/<model>_<method>_<way>way_<shot>shot_metatrain/.
 """
 import os
 
@@ -18,7 +19,8 @@ from engine import parallel
 from engine.trainer import train
 from methods.checkpoint import load_model
 from methods.FRN import FRN
-from methods.steps import meta_frn_step
+from methods.protonet import Proto
+from methods.steps import meta_frn_step, meta_proto_step
 from utils import FRNError
 
 
@@ -27,7 +29,9 @@ def parse_args(argv=None):
     cli.add_common(parser)
     cli.add_training(parser, lr=1e-3, epoch=150, milestones=[70, 120])
     g = parser.add_argument_group('meta-training')
-    g.add_argument('--method', default='meta_frn', choices=['meta_frn'], help='training method')
+    g.add_argument('--method', default='meta_frn', choices=['meta_frn', 'meta_proto'],
+                   help="'meta_frn': FRN with the auxiliary loss; 'meta_proto': the official ProtoNet baseline "
+                        "(same optimizer and schedule, no auxiliary loss)")
     g.add_argument('--train_n_way', type=int, default=20, help='classes per training episode')
     g.add_argument('--train_n_episode', type=int, default=1000,
                    help='training episodes per epoch; under paddle.distributed.launch the total over all '
@@ -61,8 +65,13 @@ def main(argv=None):
                                           shared=True, flag='train_n_way')
         val_loader = (cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode, flag='val_n_way')
                       if args.val == 'meta' else None)
-        model = FRN(way=args.train_n_way, shots=[args.n_shot, args.n_query], backbone=args.model,
-                    image_size=args.image_size)
+        shots = [args.n_shot, args.n_query]
+        if args.method == 'meta_frn':
+            model = FRN(way=args.train_n_way, shots=shots, backbone=args.model, image_size=args.image_size)
+            step = meta_frn_step(args.train_n_way, args.n_shot, args.n_query)
+        else:
+            model = Proto(way=args.train_n_way, shots=shots, backbone=args.model, image_size=args.image_size)
+            step = meta_proto_step(args.train_n_way, args.n_shot, args.n_query)
         if args.pretrain_path:
             dropped, missing = load_model(model, args.pretrain_path)
             log(f'loaded {args.pretrain_path}' + (f'; dropped {", ".join(dropped)}' if dropped else '') +
@@ -71,7 +80,7 @@ def main(argv=None):
             log('warning: no --pretrain_path; meta-training starts from a random initialisation')
         log(f'train: {train_split.n_classes} classes, {args.train_n_episode} episodes per epoch | '
             f'val: {val_split.n_classes} classes | run folder {run_dir}')
-        train(args, model, train_loader, meta_frn_step(args.train_n_way, args.n_shot, args.n_query), val_loader,
+        train(args, model, train_loader, step, val_loader,
               (args.val_n_way, args.n_shot, args.n_query), run_dir, log)
 
 

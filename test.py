@@ -23,7 +23,7 @@ from engine.evaluation import evaluate
 from engine.feature_cache import feature_cache_for
 from methods.checkpoint import load_model
 from methods.FRN import FRN
-from methods.protonet import PrototypeClassifier
+from methods.protonet import Proto, PrototypeClassifier
 from utils import FRNError, atomic_write_json, mean_confidence_interval
 
 
@@ -31,8 +31,9 @@ def parse_args(argv=None):
     parser = cli.new_parser(__doc__.split('\n\n')[0])
     cli.add_common(parser)
     g = parser.add_argument_group('test')
-    g.add_argument('--method', default='meta_frn', choices=['meta_frn', 'stl_frn'],
-                   help='how the checkpoint was trained (names the result files)')
+    g.add_argument('--method', default='meta_frn', choices=['meta_frn', 'stl_frn', 'meta_proto'],
+                   help="how the checkpoint was trained (names the result files): FRN's 'meta_frn' or 'stl_frn', "
+                        "or 'meta_proto' for the ProtoNet baseline of meta_train.py --method meta_proto")
     g.add_argument('--model_path', required=True,
                    help='weights to test: a .pdparams written by this code or a converted official checkpoint')
     g.add_argument('--test_n_way', type=int, default=5, help='classes per test episode')
@@ -40,10 +41,14 @@ def parse_args(argv=None):
     g.add_argument('--test_n_episode', type=int, default=2000, help='episodes per task')
     g.add_argument('--results_dir', default='./results', help='where the <way>w<shot>s/ result folders go')
     g.add_argument('--classifier', default='frn', choices=['frn', 'proto'],
-                   help="'frn': FRN's reconstruction head; 'proto': the nearest-prototype baseline on the same "
-                        "backbone (class means of the position-averaged feature maps)")
+                   help="with an FRN checkpoint: 'frn', its reconstruction head; 'proto', a head swap: nearest "
+                        "class mean of the position-averaged feature maps on the same FRN-trained backbone (not "
+                        "the official ProtoNet; train that with meta_train.py --method meta_proto)")
     args = parser.parse_args(argv)
     cli.check_common(args)
+    if args.classifier == 'proto' and args.method == 'meta_proto':
+        raise FRNError('--classifier proto swaps the head of an FRN checkpoint; a meta_proto model is a ProtoNet '
+                       'already: drop --classifier')
     for name in ('test_n_way', 'test_task_nums', 'test_n_episode'):
         if getattr(args, name) < 1:
             raise FRNError(f'--{name} must be at least 1, not {getattr(args, name)}')
@@ -66,13 +71,21 @@ def main(argv=None):
     stem = os.path.join(out_dir, f'{args.dataset}_{args.model}_{args.method}'
                         + ('_proto' if args.classifier == 'proto' else ''))
     log = cli.start(args, stem + '.log')
-    model = FRN(backbone=args.model, image_size=args.image_size)
-    dropped, _ = load_model(model, args.model_path)
+    if args.method == 'meta_proto':
+        model = Proto(backbone=args.model, image_size=args.image_size)
+    else:
+        model = FRN(backbone=args.model, image_size=args.image_size)
+    dropped, missing = load_model(model, args.model_path)
+    if 'r' in dropped or 'r' in missing:  # FRN's [alpha, beta]: every FRN checkpoint has it, ProtoNet's never
+        kind = 'an FRN' if 'r' in dropped else 'a ProtoNet (meta_proto)'
+        raise FRNError(f'--model_path {args.model_path!r} is {kind} checkpoint, but --method is {args.method}; '
+                       f'pass --method ' + ('meta_frn (or stl_frn)' if 'r' in dropped else 'meta_proto'))
     log(f'loaded {args.model_path}' + (f' (not needed for testing: {", ".join(dropped)})' if dropped else ''))
     log(f'test: {test_split.n_classes} classes, {len(test_split)} images from {test_split.source}')
     if args.classifier == 'proto':
         model = PrototypeClassifier(model)
-        log('classifier: nearest prototype (baseline), not the FRN head')
+        log('classifier: head swap, nearest prototype on the FRN-trained backbone (not the FRN head, and not '
+            'the official ProtoNet)')
     loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode, shared=True,
                                 flag='test_n_way')
     log.persist()  # the inputs are checked: from here on the results .log is written

@@ -1,5 +1,6 @@
 """Reading `.pdparams` files into the models: a clear error for a wrong file, a partial load that says what it kept."""
 import os
+import warnings
 
 from utils import FRNError
 
@@ -50,6 +51,8 @@ def load_model(model, path, required_prefix='feature_extractor.'):
         raise FRNError(f'checkpoint {os.fspath(path)!r} does not match this model: {"; ".join(detail)}. '
                        f'Check --model (ResNet12 or Conv4) and --image_size against the run that wrote it.')
     # cast to the model's dtype, so a float32 file fills a float64 model (and the reverse)
-    model.set_state_dict({k: v.astype(own[k].dtype) if v.dtype != own[k].dtype else v
-                          for k, v in state.items() if k in own})
+    with warnings.catch_warnings():  # paddle warns once per missing key; `missing` reports them instead
+        warnings.simplefilter('ignore', UserWarning)
+        model.set_state_dict({k: v.astype(own[k].dtype) if v.dtype != own[k].dtype else v
+                              for k, v in state.items() if k in own})
     return dropped, missing

@@ -46,3 +46,14 @@ def meta_frn_step(way, shot, query):
         log_prediction, support = model(episode_images(x, shot))
         return F.nll_loss(log_prediction, target) + auxrank(support), accuracy(log_prediction, target)
     return step
+
+
+def meta_proto_step(way, shot, query):
+    """meta_proto: the NLL of one episode's queries under ProtoNet (no auxiliary loss, as the official code)."""
+    target = query_targets(way, query)
+
+    def step(model, batch):
+        x, _ = batch
+        log_prediction = model(episode_images(x, shot))
+        return F.nll_loss(log_prediction, target), accuracy(log_prediction, target)
+    return step
