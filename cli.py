@@ -153,6 +153,14 @@ def add_common(parser):
     g.add_argument('--image_size', type=int, default=84, help='input side in pixels')
     g.add_argument('--n_shot', type=int, default=1, help='support images per class in an episode')
     g.add_argument('--n_query', type=int, default=15, help='query images per class in an episode')
+    g.add_argument('--train_transform_type', type=int, choices=(0, 1), default=None,
+                   help='training crop: 0 RandomResizedCrop(S), 1 RandomCrop(S) with 8 px padding (at 84); default: '
+                        'what the official experiments use for --dataset (1 for tiered_imagenet, else 0)')
+    g.add_argument('--eval_resize', choices=('shorter', 'square', 'none'), default=None,
+                   help="evaluation resize before the centre crop to S: 'shorter' side to S*92/84, 'square' "
+                        "S*92/84 x S*92/84, 'none' (images already S x S); default: the official choice for "
+                        "--dataset (square for cub crops and aircraft, none for tiered_imagenet, shorter for the "
+                        "rest and for a cub folder whose name says raw)")
     g = parser.add_argument_group('run')
     g.add_argument('--seed', type=int, default=0, help='seed for the model, the episodes and the augmentation')
     g.add_argument('--num_workers', type=int, default=0,
@@ -214,6 +222,32 @@ def check_common(args):
                        f'holding images/ and the CSVs or file lists, or train/, val/ and test/)')
     if not os.path.isdir(args.data_path):
         raise FRNError(f'--data_path {args.data_path!r} does not exist; point it at the dataset folder')
+    resolve_transforms(args)
+
+
+def resolve_transforms(args):
+    """Fill --train_transform_type and --eval_resize with the dataset's official choice where not given."""
+    from data.transforms import official_transforms
+    train_type, resize = official_transforms(args.dataset, args.data_path)
+    if args.dataset == 'omniglot':
+        if args.train_transform_type is not None or args.eval_resize is not None:
+            raise FRNError('--train_transform_type and --eval_resize are for natural images; Omniglot has its own '
+                           'transform (greyscale, inverted, resized to --image_size): drop them')
+        return
+    if args.train_transform_type is None:
+        args.train_transform_type = train_type
+    if args.eval_resize is None:
+        args.eval_resize = resize
+    if getattr(args, 'cache_dir', None) and (args.train_transform_type, args.eval_resize) != (0, 'shorter'):
+        raise FRNError(f'--cache_dir stores images resized for --train_transform_type 0 and --eval_resize shorter, '
+                       f'not {args.train_transform_type} / {args.eval_resize}; drop --cache_dir')
+
+
+def transform_kwargs(args):
+    """The resolved transform choice, as the data managers take it."""
+    if args.dataset == 'omniglot':
+        return {}
+    return {'train_type': args.train_transform_type, 'eval_resize': args.eval_resize}
 
 
 def check_file(flag, path, fix):
@@ -270,7 +304,17 @@ def start(args, log_path):
     log('args: ' + ', '.join(f'{k}={v}' for k, v in sorted(vars(args).items())))
     log(f'paddle {paddle.__version__} | device {paddle.device.get_device()} | threads {threads}' + mkl_note()
         + (f' | rank {rank} of {world} processes' if world > 1 else ''))
+    if getattr(args, 'eval_resize', None):
+        crop = {0: 'RandomResizedCrop', 1: 'RandomCrop with padding'}[args.train_transform_type]
+        log(f'transforms: train type {args.train_transform_type} ({crop}), eval resize {args.eval_resize} '
+            f'(--train_transform_type / --eval_resize; the official choice for --dataset {args.dataset} is '
+            f'{"/".join(map(str, _official(args)))})')
     return log
+
+
+def _official(args):
+    from data.transforms import official_transforms
+    return official_transforms(args.dataset, args.data_path)
 
 
 def read_splits(args, *splits):
@@ -302,8 +346,8 @@ def episode_loader(args, split, n_way, n_episode, aug=False, shared=False, flag=
                        f'only {split.n_classes} classes ({split.source}); lower --{flag} to {split.n_classes} or less')
     rank, world = (parallel.rank(), parallel.world_size()) if shared else (0, 1)
     return SetDataManager(args.image_size, n_way, args.n_shot, args.n_query, n_episode, num_workers=args.num_workers,
-                          seed=args.seed, dataset=args.dataset, rank=rank, world_size=world).get_data_loader(
-                              split, aug=aug)
+                          seed=args.seed, dataset=args.dataset, rank=rank, world_size=world,
+                          **transform_kwargs(args)).get_data_loader(split, aug=aug)
 
 
 def claim_run_dir(args, folder):

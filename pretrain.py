@@ -55,7 +55,7 @@ def main(argv=None):
             args.num_classes = train_split.n_classes
         train_loader = SimpleDataManager(args.image_size, args.batch_size, num_workers=args.num_workers, seed=args.seed,
                                          dataset=args.dataset, rank=parallel.rank(), world_size=parallel.world_size(),
-                                         ).get_data_loader(train_split, aug=True)
+                                         **cli.transform_kwargs(args)).get_data_loader(train_split, aug=True)
         val_loader = (cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode, flag='val_n_way')
                       if args.val == 'meta' else None)
         model = FRN(backbone=args.model, is_pretraining=True, num_cat=args.num_classes, image_size=args.image_size)

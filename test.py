@@ -116,7 +116,8 @@ def main(argv=None):
                        'dataset': args.dataset, 'data_path': os.path.abspath(args.data_path), 'model': args.model,
                        'method': args.method, 'n_way': args.test_n_way, 'n_shot': args.n_shot,
                        'n_query': args.n_query, 'test_task_nums': args.test_task_nums,
-                       'test_n_episode': args.test_n_episode, 'image_size': args.image_size, 'seed': args.seed,
+                       'test_n_episode': args.test_n_episode, 'image_size': args.image_size, 'eval_resize': args.eval_resize,
+                       'train_transform_type': args.train_transform_type, 'seed': args.seed,
                        'feature_cache': cache is not None, 'classifier': args.classifier,
                        'paddle': paddle.__version__, 'seconds': round(time.time() - start, 1)},
                       stem + '.json')

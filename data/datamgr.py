@@ -178,9 +178,10 @@ def image_batches(split, transform, batches, num_workers=0):
     return EpochLoader(SimpleDataset(split, transform), batches, num_workers)
 
 
-def split_transform(split, image_size, aug, dataset):
+def split_transform(split, image_size, aug, dataset, train_type=0, eval_resize='shorter'):
     """The dataset's transform, minus the steps an image cache already did (`CachedSplit.prepared`)."""
-    return get_transform(image_size, aug, dataset, prepared=getattr(split, 'prepared', None))
+    return get_transform(image_size, aug, dataset, prepared=getattr(split, 'prepared', None), train_type=train_type,
+                         eval_resize=eval_resize)
 
 
 def check_num_workers(num_workers):
@@ -192,13 +193,15 @@ def check_num_workers(num_workers):
 class SimpleDataManager:
     """Shuffled (image, label) batches for pretraining; `batch_size` is the global batch over `world_size` ranks."""
 
-    def __init__(self, image_size, batch_size, num_workers=0, seed=0, dataset='mini_imagenet', rank=0, world_size=1):
+    def __init__(self, image_size, batch_size, num_workers=0, seed=0, dataset='mini_imagenet', rank=0, world_size=1,
+                 train_type=0, eval_resize='shorter'):
         self.image_size, self.batch_size, self.seed, self.dataset = image_size, batch_size, seed, dataset
+        self.transforms = {'train_type': train_type, 'eval_resize': eval_resize}
         self.num_workers = check_num_workers(num_workers)
         self.rank, self.world_size = rank, world_size
 
     def get_data_loader(self, split, aug, shuffle=True, drop_last=True):
-        dataset = SimpleDataset(split, split_transform(split, self.image_size, aug, self.dataset))
+        dataset = SimpleDataset(split, split_transform(split, self.image_size, aug, self.dataset, **self.transforms))
         sampler = ShuffleBatchSampler(len(dataset), self.batch_size, shuffle=shuffle, drop_last=drop_last,
                                       seed=self.seed, rank=self.rank, world_size=self.world_size)
         return EpochLoader(dataset, sampler, self.num_workers)
@@ -211,14 +214,15 @@ class SetDataManager:
     """
 
     def __init__(self, image_size, n_way, n_support, n_query, n_episode, num_workers=0, seed=0,
-                 dataset='mini_imagenet', rank=0, world_size=1):
+                 dataset='mini_imagenet', rank=0, world_size=1, train_type=0, eval_resize='shorter'):
         self.image_size, self.n_way, self.n_support, self.n_query = image_size, n_way, n_support, n_query
+        self.transforms = {'train_type': train_type, 'eval_resize': eval_resize}
         self.n_episode, self.seed, self.dataset = n_episode, seed, dataset
         self.num_workers = check_num_workers(num_workers)
         self.rank, self.world_size = rank, world_size
 
     def get_data_loader(self, split, aug):
-        dataset = SetDataset(split, split_transform(split, self.image_size, aug, self.dataset))
+        dataset = SetDataset(split, split_transform(split, self.image_size, aug, self.dataset, **self.transforms))
         sampler = EpisodicBatchSampler(split.n_classes, self.n_way, self.n_episode, self.n_support + self.n_query,
                                        dataset.class_sizes, seed=self.seed, rank=self.rank,
                                        world_size=self.world_size)

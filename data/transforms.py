@@ -1,18 +1,39 @@
 """Image transforms: natural images exactly as the official FRN code, and Omniglot's (paddle.vision.transforms).
 
-Train: RandomResizedCrop(S) -> ColorJitter(0.4, 0.4, 0.4) -> RandomHorizontalFlip -> ToTensor -> Normalize.
-Eval:  Resize(S * 92/84) on the shorter side -> CenterCrop(S) -> ToTensor -> Normalize.
+Train (`train_type`): 0, RandomResizedCrop(S), or 1, RandomCrop(S, padding 8·S/84), then
+       ColorJitter(0.4, 0.4, 0.4) -> RandomHorizontalFlip -> ToTensor -> Normalize.
+Eval (`eval_resize`): 'shorter', Resize(S * 92/84) on the shorter side; 'square', Resize to
+       S * 92/84 square; 'none', images already S x S; then CenterCrop(S) -> ToTensor -> Normalize.
+Each dataset defaults to the choice of the official experiments (OFFICIAL_TRANSFORMS).
 Both take a PIL image and return a float32 numpy array [3, S, S]: numpy, not paddle
 tensors, because paddle's shared-memory DataLoader workers fail on tensors.
 ToTensor -> Normalize runs as a table lookup of paddle's own results (`Normalized`),
 bit-identical and several times faster.
 """
+import os
+
 import numpy as np
 from paddle.vision import transforms as T
 from PIL import Image
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
+
+
+TRAIN_TYPES = (0, 1)
+EVAL_RESIZES = ('shorter', 'square', 'none')
+# --dataset -> (train_type, eval_resize) of the official FRN experiments (datasets/transform_manager.py there):
+# cropped CUB and Aircraft are squashed to a square before the centre crop, tiered-ImageNet is stored at 84 px.
+OFFICIAL_TRANSFORMS = {'mini_imagenet': (0, 'shorter'), 'cub': (0, 'square'), 'aircraft': (0, 'square'),
+                       'tiered_imagenet': (1, 'none'), 'custom': (0, 'shorter')}
+RAW_CUB = (0, 'shorter')  # CUB_fewshot_raw (whole photos), told apart from the crops by its folder name
+
+
+def official_transforms(dataset, data_path=''):
+    """(train_type, eval_resize) that the official experiments use for this dataset (None for Omniglot)."""
+    if dataset == 'cub' and 'raw' in os.path.basename(os.path.normpath(data_path)).lower():
+        return RAW_CUB
+    return OFFICIAL_TRANSFORMS.get(dataset, (None, None))
 
 
 def eval_resize(image_size):
@@ -77,14 +98,21 @@ def fixed(transform, deterministic):
     return transform
 
 
-def train_transform(image_size=84):
-    return fixed(T.Compose([T.RandomResizedCrop(image_size),
-                            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
+def train_transform(image_size=84, train_type=0):
+    if train_type not in TRAIN_TYPES:
+        raise ValueError(f'unknown train transform type {train_type!r}; choose one of {TRAIN_TYPES}')
+    size = (T.RandomResizedCrop(image_size) if train_type == 0 else
+            T.RandomCrop(image_size, padding=int(round(8 * image_size / 84))))
+    return fixed(T.Compose([size, T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
                             T.RandomHorizontalFlip()] + _finish()), False)
 
 
-def eval_transform(image_size=84):
-    return fixed(T.Compose([T.Resize(eval_resize(image_size)), T.CenterCrop(image_size)] + _finish()), True)
+def eval_transform(image_size=84, resize='shorter'):
+    if resize not in EVAL_RESIZES:
+        raise ValueError(f'unknown eval resize {resize!r}; choose one of {EVAL_RESIZES}')
+    side = eval_resize(image_size)
+    size = {'shorter': [T.Resize(side)], 'square': [T.Resize((side, side))], 'none': []}[resize]
+    return fixed(T.Compose(size + [T.CenterCrop(image_size)] + _finish()), True)
 
 
 def prepared_eval_transform():
@@ -92,16 +120,16 @@ def prepared_eval_transform():
     return fixed(T.Compose(_finish()), True)
 
 
-def get_transform(image_size, aug, dataset='mini_imagenet', prepared=None):
+def get_transform(image_size, aug, dataset='mini_imagenet', prepared=None, train_type=0, eval_resize='shorter'):
     """The transform for a dataset: Omniglot has its own, natural-image datasets use FRN's.
 
     prepared: what an image cache already did to the images (`CachedSplit.prepared`):
     ('eval', S) means resized and centre-cropped to S, so only the rest is left to do.
     """
     if prepared is not None:
-        if prepared != ('eval', image_size) or aug:
+        if prepared != ('eval', image_size) or aug or eval_resize != 'shorter':
             raise ValueError(f'images prepared as {prepared} cannot be used with image_size {image_size}, aug {aug}')
         return prepared_eval_transform()
     if dataset == 'omniglot':
         return fixed(omniglot_transform(image_size, aug), True)  # Omniglot is never augmented
-    return train_transform(image_size) if aug else eval_transform(image_size)
+    return train_transform(image_size, train_type) if aug else eval_transform(image_size, eval_resize)
