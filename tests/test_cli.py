@@ -246,8 +246,9 @@ def test_run_scripts_call_the_cli_with_flags_it_accepts(script, tiny_mini, tmp_p
     import importlib
     bin_dir, log = tmp_path / 'bin', tmp_path / 'argv.log'
     bin_dir.mkdir()
-    (bin_dir / 'python').write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done >> "$ARGV_LOG"\n'
-                                    'printf "\\n" >> "$ARGV_LOG"\n')
+    # one write per command, so the commands of scripts that start several at once stay whole
+    (bin_dir / 'python').write_text('#!/bin/sh\nline=""; for a in "$@"; do line="$line$a$(printf \'\\037\')"; done\n'
+                                    'printf "%s\\n" "$line" >> "$ARGV_LOG"\n')
     (bin_dir / 'python').chmod(0o755)
     env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', ARGV_LOG=str(log))
     subprocess.run(['bash', str(REPO / script), str(tiny_mini)], cwd=tmp_path, env=env,
