@@ -98,8 +98,7 @@ def _fork_workers(loader):
     libpaddle from the worker's garbage collector. It was freeing a paddle object that the parent
     had dropped in a reference cycle (an earlier loader's, left mid-epoch), whose condition
     variable had been in use by a parent thread that a forked child does not have. It depends on
-    timing: the data benchmark ran into it in 3 runs of 3 before this and in none of 6 after.
-    So collect first, and freeze what is left (gc.freeze) across the fork: workers never collect
+    timing. So collect first, and freeze what is left (gc.freeze) across the fork: workers never collect
     what they inherited.
     """
     gc.collect()

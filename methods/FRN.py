@@ -47,12 +47,8 @@ class FRN(paddle.nn.Layer):
         self.r.stop_gradient = is_pretraining
         if is_pretraining:
             if backbone == 'Conv4':
-                # The class-matrix head wants feature maps of about unit norm per position, so that its
-                # first logits are nearly flat; the official code gets that for ResNet-12 by dividing by
-                # sqrt(640), and never pretrains Conv-4, whose maps are not divided. Starting Conv-4's
-                # last BatchNorm scale at 1/sqrt(d) gives the same start: an initialisation only, so
-                # official weights load unchanged. With 1, the temperature collapses through zero and
-                # the features die in the first epoch (measured on Omniglot and Tiny-ImageNet).
+                # unit-norm positions, hence flat first logits, as ResNet-12's division by sqrt(640) gives
+                # (README "Known deviations"); an initialisation only
                 self.feature_extractor.init_output_scale(1.0 / math.sqrt(self.d))
             self.num_cat = num_cat
             # one learned "support" feature map per training class: matrix M of Section 3.6

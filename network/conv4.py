@@ -1,11 +1,11 @@
 """Conv-4: four blocks of [conv3x3 (with bias) -> BatchNorm -> ReLU -> 2x2 max-pool], 64 channels.
 
-Two exact shortcuts make an eager training step 1.85x faster on a CPU (2.98 s -> 1.61 s for
-forward + backward of 400 images at 42 px, 2 threads) with the same numbers up to rounding
-(tests/test_conv4.py holds them to the plain block, tests/test_frn_official.py to the official outputs):
+Two exact shortcuts make an eager training step faster on a CPU (benchmarks/RESULTS.md), with
+the same numbers up to rounding (tests/test_conv4.py holds them to the plain block,
+tests/test_frn_official.py to the official outputs):
 - in training mode BatchNorm subtracts each channel's batch mean, so the conv bias cancels.
-  Adding it to the [N, 64, H, W] map and summing its gradient back was 40% of a step on
-  2 CPU cores. It is left out of the map; it reaches BatchNorm's shift as 0 * bias (its
+  Adding it to the [N, 64, H, W] map and summing its gradient back is a large part of a CPU
+  step. It is left out of the map; it reaches BatchNorm's shift as 0 * bias (its
   gradient is exactly the official zero, and weight decay still applies), and the running
   mean is shifted down by the bias before BatchNorm blends in the batch mean and back up
   after, so it holds the official running mean of conv(x) + bias;
