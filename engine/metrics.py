@@ -2,7 +2,7 @@
 
 The log lines are those of engine/trainer.py:
     Epoch 3 | lr 0.05                      starts epoch 3
-    Epoch 3 | Batch 50/150 | Loss 1.234567
+    Epoch 3 | Batch 50/150 | Loss 1.234567 | avg_reader_cost: 0.00100 sec | avg_batch_cost: 0.50000 sec | avg_ips: 256.00 images/sec
     val loss is 1.23, val acc is 45.67
     train loss is 1.23, train acc is 45.67
 A resumed run appends to the same log. An `Epoch N | lr` line starts epoch N afresh and
@@ -17,7 +17,7 @@ import re
 from utils import FRNError, atomic_write
 
 EPOCH = re.compile(r'Epoch (\d+) \| lr (\S+)')
-BATCH = re.compile(r'Epoch (\d+) \| Batch (\d+)/(\d+) \| Loss (\S+)')
+BATCH = re.compile(r'Epoch (\d+) \| Batch (\d+)/(\d+) \| Loss (\S+)(?: \| avg_reader_cost: .*)?')  # + TIPC timings
 VAL = re.compile(r'val loss is (\S+), val acc is (\S+)')
 TRAIN = re.compile(r'train loss is (\S+), train acc is (\S+)')
 CURVES_FILE = 'curves.png'
