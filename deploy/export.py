@@ -89,20 +89,22 @@ def note_once(message, log=None):
         (log or warn)(message)
 
 
-def checkpoint_preprocess(model_path, image_size=None, log=None):
-    """(record, image size) for a checkpoint: its preprocess.json, or the natural-image defaults (said once).
+def checkpoint_preprocess(model_path, image_size=None):
+    """(record, image size, note) for a checkpoint: its preprocess.json, or the natural-image defaults and a
+    note saying so (for `note_once`, after the checkpoint has loaded, so that a bad file gives one error line).
 
     An --image_size that disagrees with the record is an error: the model was trained at the record's size.
     """
     record = preprocess.read_sidecar(model_path)
+    note = None
     if record is None:
         record = preprocess.natural_default(image_size or 84)
-        note_once(f'{model_path!r} has no {preprocess.SIDECAR} beside it (an older checkpoint or converted '
-                  f'official weights): using the natural-image defaults ({preprocess.describe(record)})', log)
+        note = (f'{model_path!r} has no {preprocess.SIDECAR} beside it (an older checkpoint or converted '
+                f'official weights): using the natural-image defaults ({preprocess.describe(record)})')
     elif image_size and image_size != record['image_size']:
         raise FRNError(f'--image_size {image_size} disagrees with {model_path!r}, which was trained on '
                        f'{record["image_size"]} px images ({preprocess.SIDECAR} beside it); drop --image_size')
-    return record, record['image_size']
+    return record, record['image_size'], note
 
 
 def infer_backbone(model_path):
@@ -135,8 +137,10 @@ def export_model(model_path, backbone, save_dir, image_size=None):
     defaults) goes into frn_head.json as 'preprocess', and sets the input size.
     """
     paddle.device.set_device('cpu')
-    record, image_size = checkpoint_preprocess(model_path, image_size)
+    record, image_size, note = checkpoint_preprocess(model_path, image_size)
     model = load_frn(model_path, backbone, image_size)
+    if note:
+        note_once(note)
     net = FeatureMapNet(model)
     net.eval()
     spec = [paddle.static.InputSpec([None, 3, image_size, image_size], 'float32', 'image')]
@@ -238,8 +242,10 @@ class DygraphFeatures(Features):
     def __init__(self, model_path, backbone=None, image_size=None, use_gpu=False, log=None):
         paddle.device.set_device('gpu' if use_gpu_or_warn(use_gpu) else 'cpu')
         self.source = model_path
-        self.preprocess, image_size = checkpoint_preprocess(model_path, image_size, log)
+        self.preprocess, image_size, note = checkpoint_preprocess(model_path, image_size)
         self.model = load_frn(model_path, backbone, image_size)
+        if note:
+            note_once(note, log)
         self.backbone, self.image_size = self.model.backbone, image_size
         head = head_of(self.model)
         self.scale, (self.alpha, self.beta) = head['scale'], head['r']
