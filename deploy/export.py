@@ -209,7 +209,8 @@ def predictor_config(program, params, use_gpu=False, threads=1):
         config.enable_use_gpu(256, 0)
     else:
         config.disable_gpu()
-        config.enable_onednn()
+        # Paddle 3.x names it enable_onednn; Paddle 2.x has only the older enable_mkldnn
+        (config.enable_onednn if hasattr(config, 'enable_onednn') else config.enable_mkldnn)()
         config.set_cpu_math_library_num_threads(threads)
     config.disable_glog_info()
     return config
