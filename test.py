@@ -21,6 +21,7 @@ from cli import cli_main
 from engine import parallel
 from engine.evaluation import evaluate
 from engine.feature_cache import feature_cache_for
+from data import preprocess
 from methods.checkpoint import load_model
 from methods.FRN import FRN
 from methods.protonet import Proto, PrototypeClassifier
@@ -40,6 +41,11 @@ def parse_args(argv=None):
     g.add_argument('--test_task_nums', type=int, default=5, help='number of tasks (independent sets of episodes)')
     g.add_argument('--test_n_episode', type=int, default=2000, help='episodes per task')
     g.add_argument('--results_dir', default='./results', help='where the <way>w<shot>s/ result folders go')
+    g.add_argument('--preprocess', default='model', choices=['model', 'data'],
+                   help="'model': feed the images as the model was trained (the preprocess.json beside "
+                        "--model_path; its colour handling, size, crop and normalisation), which is what testing "
+                        "on another dataset (cross-domain) needs; 'data': the test dataset's own eval transform at "
+                        "--image_size. A checkpoint without preprocess.json always gets 'data'")
     g.add_argument('--classifier', default='frn', choices=['frn', 'proto'],
                    help="with an FRN checkpoint: 'frn', its reconstruction head; 'proto', a head swap: nearest "
                         "class mean of the position-averaged feature maps on the same FRN-trained backbone (not "
@@ -55,6 +61,30 @@ def parse_args(argv=None):
     cli.check_file('--model_path', args.model_path, 'give best_model.pdparams of a training run, or convert an '
                    'official checkpoint with tools/convert_official_weights.py')
     return args
+
+
+def same_transform(a, b):
+    """Two records that build the same transform (the dataset names may differ)."""
+    return {k: v for k, v in a.items() if k != 'dataset'} == {k: v for k, v in b.items() if k != 'dataset'}
+
+
+def input_preprocessing(args, log):
+    """The model's preprocessing record when it differs from the test data's own transform, else None."""
+    own = preprocess.record_for(args.dataset, args.image_size, args.eval_resize)
+    record = preprocess.read_sidecar(args.model_path)
+    if args.preprocess == 'data' or record is None:
+        log(f'preprocessing: {preprocess.describe(own)} (the test data\'s own'
+            + ('; --preprocess data)' if record is not None else f'; no {preprocess.SIDECAR} beside the checkpoint)'))
+        return None
+    if same_transform(record, own):
+        log(f'preprocessing: {preprocess.describe(record)} (the model\'s {preprocess.SIDECAR}, the same as the data\'s)')
+        return None
+    if args.cache_dir:
+        raise FRNError(f'--cache_dir holds images prepared for the test data\'s own transform, but the model '
+                       f'wants {preprocess.describe(record)}; drop --cache_dir, or pass --preprocess data')
+    log(f'preprocessing: {preprocess.describe(record)} (the model\'s {preprocess.SIDECAR}, trained on '
+        f'{record["dataset"]}; the test data\'s own would be {preprocess.describe(own)}; --preprocess data uses that)')
+    return record
 
 
 def gather_episodes(accs, sampler):
@@ -88,6 +118,9 @@ def main(argv=None):
             'the official ProtoNet)')
     loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode, shared=True,
                                 flag='test_n_way')
+    record = input_preprocessing(args, log)
+    if record is not None:  # the model's own preprocessing, not the test data's
+        loader.dataset.transform = preprocess.eval_transform_from(record)
     log.persist()  # the inputs are checked: from here on the results .log is written
     # one cache for all tasks: the model does not change, so each image is embedded once in all
     cache = None if args.no_feature_cache else feature_cache_for(model, loader, args.max_cache_mb,
@@ -119,6 +152,7 @@ def main(argv=None):
                        'test_n_episode': args.test_n_episode, 'image_size': args.image_size, 'eval_resize': args.eval_resize,
                        'train_transform_type': args.train_transform_type, 'seed': args.seed,
                        'feature_cache': cache is not None, 'classifier': args.classifier,
+                       'preprocess': record or preprocess.record_for(args.dataset, args.image_size, args.eval_resize),
                        'paddle': paddle.__version__, 'seconds': round(time.time() - start, 1)},
                       stem + '.json')
     log(f'results written to {stem}.json')

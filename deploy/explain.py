@@ -93,8 +93,15 @@ def explain(features, support, queries, top=3, positions=2):
     return out
 
 
-def model_view(image, image_size):
-    """The image as the model sees it, before normalisation (resize + centre crop): uint8 [S, S, 3]."""
+def model_view(image, image_size, preprocess=None):
+    """The image as the model sees it, before normalisation and inversion (colour, resize, centre crop): uint8
+    [S, S, 3]. preprocess: the record of data/preprocess.py (default: the natural-image eval transform)."""
     from paddle.vision import transforms as T
-    from data.transforms import eval_resize
-    return np.asarray(T.CenterCrop(image_size)(T.Resize(eval_resize(image_size))(image)))
+    from data.preprocess import Grey, natural_default
+    record = preprocess or natural_default(image_size)
+    if record['colour'] == 'grey':
+        image = Grey()(image)
+    size = record['resize']['size']
+    image = T.Resize(tuple(size) if isinstance(size, list) else size,
+                     interpolation=record['resize']['interpolation'])(image)
+    return np.asarray(T.CenterCrop(record['crop']['center'])(image) if record['crop'] else image)

@@ -26,6 +26,7 @@ import tempfile
 import numpy as np
 import paddle
 
+from data import preprocess
 from methods.FRN import FRN
 from network import BACKBONES
 from methods.checkpoint import load_model, read_state_dict
@@ -79,6 +80,33 @@ class FeatureMapNet(paddle.nn.Layer):
         return self.frn.get_feature_map(image)
 
 
+_TOLD = set()  # what the user was already told, so each note comes once
+
+
+def note_once(message, log=None):
+    if message not in _TOLD:
+        _TOLD.add(message)
+        (log or warn)(message)
+
+
+def checkpoint_preprocess(model_path, image_size=None):
+    """(record, image size, note) for a checkpoint: its preprocess.json, or the natural-image defaults and a
+    note saying so (for `note_once`, after the checkpoint has loaded, so that a bad file gives one error line).
+
+    An --image_size that disagrees with the record is an error: the model was trained at the record's size.
+    """
+    record = preprocess.read_sidecar(model_path)
+    note = None
+    if record is None:
+        record = preprocess.natural_default(image_size or 84)
+        note = (f'{model_path!r} has no {preprocess.SIDECAR} beside it (an older checkpoint or converted '
+                f'official weights): using the natural-image defaults ({preprocess.describe(record)})')
+    elif image_size and image_size != record['image_size']:
+        raise FRNError(f'--image_size {image_size} disagrees with {model_path!r}, which was trained on '
+                       f'{record["image_size"]} px images ({preprocess.SIDECAR} beside it); drop --image_size')
+    return record, record['image_size'], note
+
+
 def infer_backbone(model_path):
     """The backbone a .pdparams checkpoint was trained with, from its parameter names."""
     from deploy.official_weights import infer_backbone as from_keys
@@ -102,10 +130,17 @@ def head_of(model):
             'resolution': model.resolution, 'd': model.d}
 
 
-def export_model(model_path, backbone, save_dir, image_size=84):
-    """Write `save_dir`/model.* (paddle.jit.save of get_feature_map) and frn_head.json. Returns the head dict."""
+def export_model(model_path, backbone, save_dir, image_size=None):
+    """Write `save_dir`/model.* (paddle.jit.save of get_feature_map) and frn_head.json. Returns the head dict.
+
+    The checkpoint's preprocessing record (preprocess.json beside it, else the natural-image
+    defaults) goes into frn_head.json as 'preprocess', and sets the input size.
+    """
     paddle.device.set_device('cpu')
+    record, image_size, note = checkpoint_preprocess(model_path, image_size)
     model = load_frn(model_path, backbone, image_size)
+    if note:
+        note_once(note)
     net = FeatureMapNet(model)
     net.eval()
     spec = [paddle.static.InputSpec([None, 3, image_size, image_size], 'float32', 'image')]
@@ -121,8 +156,8 @@ def export_model(model_path, backbone, save_dir, image_size=84):
     head = {'format': FORMAT, 'backbone': backbone, 'image_size': image_size, **head_of(model),
             'output': 'feature map [N, resolution, d] = FRN.get_feature_map (row-major positions; '
                       'ResNet12 maps divided by sqrt(640))',
-            'input': 'image [N, 3, image_size, image_size], float32, eval transform '
-                     '(resize, center crop, ImageNet mean/std)',
+            'input': f'image [N, 3, image_size, image_size], float32, after: {preprocess.describe(record)}',
+            'preprocess': record,
             'checkpoint': os.path.abspath(model_path), 'paddle': paddle.__version__}
     atomic_write_json(head, os.path.join(save_dir, HEAD_FILE))  # last: its presence marks a complete export
     return head
@@ -174,7 +209,8 @@ def predictor_config(program, params, use_gpu=False, threads=1):
         config.enable_use_gpu(256, 0)
     else:
         config.disable_gpu()
-        config.enable_onednn()
+        # Paddle 3.x names it enable_onednn; Paddle 2.x has only the older enable_mkldnn
+        (config.enable_onednn if hasattr(config, 'enable_onednn') else config.enable_mkldnn)()
         config.set_cpu_math_library_num_threads(threads)
     config.disable_glog_info()
     return config
@@ -186,6 +222,7 @@ class Features:
     source = None  # the checkpoint or the exported folder
     backbone = None
     image_size = None
+    preprocess = None  # the record of data/preprocess.py: how images are turned into the input
     scale = alpha = beta = None
 
     def __call__(self, images):
@@ -203,10 +240,13 @@ class Features:
 class DygraphFeatures(Features):
     """A .pdparams checkpoint run as a dygraph FRN."""
 
-    def __init__(self, model_path, backbone=None, image_size=84, use_gpu=False):
+    def __init__(self, model_path, backbone=None, image_size=None, use_gpu=False, log=None):
         paddle.device.set_device('gpu' if use_gpu_or_warn(use_gpu) else 'cpu')
         self.source = model_path
+        self.preprocess, image_size, note = checkpoint_preprocess(model_path, image_size)
         self.model = load_frn(model_path, backbone, image_size)
+        if note:
+            note_once(note, log)
         self.backbone, self.image_size = self.model.backbone, image_size
         head = head_of(self.model)
         self.scale, (self.alpha, self.beta) = head['scale'], head['r']
@@ -227,6 +267,12 @@ class InferenceFeatures(Features):
         self.backbone, self.image_size = head['backbone'], int(head['image_size'])
         self.scale = float(head['scale'])
         self.alpha, self.beta = (float(v) for v in head['r'])
+        if head.get('preprocess') is None:
+            self.preprocess = preprocess.natural_default(self.image_size)
+            note_once(f'{save_dir!r} was exported without a preprocessing record: using the natural-image '
+                      f'defaults ({preprocess.describe(self.preprocess)})', log)
+        else:
+            self.preprocess = preprocess.check(head['preprocess'], f'"preprocess" of {save_dir}/{HEAD_FILE}')
         use_gpu = use_gpu_or_warn(use_gpu)
         self.predictor = self.layer = None
         try:
@@ -266,7 +312,7 @@ def feature_extractor(model_path=None, inference_dir=None, backbone=None, image_
         raise FRNError('give exactly one of --model_path (a .pdparams checkpoint) or --inference_dir '
                        '(a folder written by tools/export_model.py)')
     if model_path is not None:
-        return DygraphFeatures(model_path, backbone, image_size or 84, use_gpu)
+        return DygraphFeatures(model_path, backbone, image_size, use_gpu, log)
     head = read_head(inference_dir)
     if backbone and backbone != head['backbone']:
         raise FRNError(f'--model {backbone} does not match the exported model in {inference_dir!r}, which is a '

@@ -15,6 +15,7 @@ import paddle.nn.functional as F
 
 from data.filelist import IMAGE_EXTENSIONS
 from data.images import load_image
+from data.preprocess import eval_transform_from
 from data.transforms import eval_transform
 from methods.ridge import recon_dist
 from utils import FRNError
@@ -60,9 +61,10 @@ def list_queries(query_path):
     return [os.path.join(query_path, f) for f in images]
 
 
-def load_images(paths, image_size):
-    """Eval-transformed images [N, 3, S, S], float32 (an unreadable file is an FRNError naming it)."""
-    transform = eval_transform(image_size)
+def load_images(paths, image_size=84, preprocess=None):
+    """Images [N, 3, S, S], float32, as the preprocessing record says (without one: the natural-image eval
+    transform at `image_size`). An unreadable file is an FRNError naming it."""
+    transform = eval_transform_from(preprocess) if preprocess else eval_transform(image_size)
     return np.stack([transform(load_image(p)) for p in paths])
 
 
@@ -88,12 +90,13 @@ def class_probabilities(query_maps, support_maps, alpha, beta, scale):
 
 def feature_maps(features, support, queries):
     """(one [k_c, r, d] numpy array per class, queries' [Q, r, d]) from a feature extractor of deploy/export.py."""
-    all_support = features(load_images([p for _, paths in support for p in paths], features.image_size))
+    all_support = features(load_images([p for _, paths in support for p in paths], features.image_size,
+                                       features.preprocess))
     support_maps, start = [], 0
     for _, paths in support:
         support_maps.append(all_support[start:start + len(paths)])  # k_c, r, d
         start += len(paths)
-    return support_maps, features(load_images(queries, features.image_size))
+    return support_maps, features(load_images(queries, features.image_size, features.preprocess))
 
 
 def predict(features, support, queries):

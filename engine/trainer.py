@@ -14,6 +14,7 @@ Run folder files:
   output.log               the log, for people
   metrics.jsonl            the same numbers as records, for programs (curves.png, VisualDL; engine/metrics.py)
   curves.png               loss, accuracy and learning rate per epoch, drawn when training ends
+  preprocess.json          what the input must be (data/preprocess.py), written at the start
 
 Under paddle.distributed.launch every rank trains on its share of each batch or of
 each epoch's episodes, gradients are averaged (paddle.DataParallel), BatchNorm running
@@ -28,6 +29,7 @@ import time
 import numpy as np
 import paddle
 
+from data.preprocess import record_for, write_sidecar
 from engine.metrics import METRICS_FILE, MetricsLog, save_curves
 from engine import parallel
 from engine.evaluation import evaluate
@@ -45,6 +47,38 @@ class TrainStep(paddle.nn.Layer):
 
     def forward(self, batch):
         return self.train_step(self.model, batch)
+
+
+class BatchTimer:
+    """The TIPC speed fields of a batch log line, averaged over the batches since the last line.
+
+    reader cost: waiting for the loader; batch cost: loader + step (forward, backward, update);
+    ips: images per second of batch cost (a pretraining batch's images, an episode's way x (shot + query)).
+    """
+
+    def __init__(self):
+        self.reader = self.batch = 0.0
+        self.images = self.steps = 0
+        self.last = time.perf_counter()
+
+    def got_batch(self, batch):
+        self.reader += time.perf_counter() - self.last
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        self.images += int(np.prod(images.shape[:-3]))
+
+    def step_done(self):
+        now = time.perf_counter()
+        self.batch += now - self.last
+        self.steps += 1
+        self.last = now
+
+    def report(self):
+        steps = max(self.steps, 1)
+        text = (f' | avg_reader_cost: {self.reader / steps:.5f} sec | avg_batch_cost: {self.batch / steps:.5f} sec'
+                f' | avg_ips: {self.images / max(self.batch, 1e-12):.2f} images/sec')
+        self.reader = self.batch = 0.0
+        self.images = self.steps = 0
+        return text
 
 
 def build_optimizer(args, model):
@@ -180,6 +214,8 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
     log.persist()  # the inputs are checked: from here on the run is logged to its file
     step = parallel.wrap(TrainStep(model, train_step))  # after resuming: DataParallel broadcasts rank 0's weights
     main = parallel.is_main()
+    if main:  # what the model's input must be, beside its checkpoints (data/preprocess.py)
+        write_sidecar(run_dir, record_for(args.dataset, args.image_size, getattr(args, 'eval_resize', None)))
     ckpt = lambda name: os.path.join(run_dir, f'{name}.pdparams')  # noqa: E731
     metrics = MetricsLog(os.path.join(run_dir, METRICS_FILE) if main else None,
                          os.path.join(run_dir, 'visualdl') if getattr(args, 'visualdl', False) else None, log)
@@ -191,19 +227,23 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         log(f'Epoch {epoch} | lr {optimizer.get_lr():.6g}')
         metrics.epoch_start(epoch, optimizer.get_lr())
         losses, accs = [], []
+        timer = BatchTimer()
         for i, batch in enumerate(progress(train_loader, desc=f'epoch {epoch}')):
+            timer.got_batch(batch)
             loss, acc = step(batch)
             optimizer.clear_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
             accs.append(acc)
+            timer.step_done()
             metrics.batch(epoch, i, len(train_loader), losses[-1])
             if not np.isfinite(losses[-1]):
                 raise FRNError(f'the loss became {losses[-1]} at epoch {epoch}, batch {i}; '
                                f'lower --lr (now {args.lr}) and start again')
             if i % args.print_freq == 0:  # the same steps on every rank, so the mean is a valid collective
-                log(f'Epoch {epoch} | Batch {i}/{len(train_loader)} | Loss {parallel.mean_over_ranks(losses[-1:])[0]:.6f}')
+                log(f'Epoch {epoch} | Batch {i}/{len(train_loader)} | Loss {parallel.mean_over_ranks(losses[-1:])[0]:.6f}'
+                    + timer.report())
         scheduler.step()
         parallel.average_buffers(model)
         train_loss, train_acc = parallel.mean_over_ranks([np.mean(losses), np.mean(accs)])

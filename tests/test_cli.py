@@ -61,13 +61,14 @@ def pipeline(tiny_mini, tmp_path_factory):
 def test_pretraining_writes_the_run_folder_and_the_seed_log_lines(pipeline):
     files = sorted(os.listdir(pipeline['pre_dir']))
     assert files == ['0.pdopt', '0.pdparams', '1.pdopt', '1.pdparams', 'best_model.pdparams', 'curves.png',
-                     'last_model.pdopt', 'last_model.pdparams', 'metrics.jsonl', 'output.log']
+                     'last_model.pdopt', 'last_model.pdparams', 'metrics.jsonl', 'output.log', 'preprocess.json']
     log = (pipeline['pre_dir'] / 'output.log').read_text()
     assert log.startswith('==== ') and 'args: ' in log and f'paddle {paddle.__version__} | device cpu' in log
     assert 'warning: --num_classes 64 disagrees with the 8 classes' in log
     epoch0 = log[log.index('Epoch 0 | lr'):log.index('Epoch 1 | lr')]
     lines = [line for line in epoch0.splitlines() if not line.startswith('Epoch 0 | lr')]
-    patterns = [r'Epoch 0 \| Batch 0/10 \| Loss \d+\.\d{6}', r'Epoch 0 \| Batch 5/10 \| Loss \d+\.\d{6}',
+    timings = r' \| avg_reader_cost: \d+\.\d{5} sec \| avg_batch_cost: \d+\.\d{5} sec \| avg_ips: \d+\.\d\d images/sec'
+    patterns = [r'Epoch 0 \| Batch 0/10 \| Loss \d+\.\d{6}' + timings, r'Epoch 0 \| Batch 5/10 \| Loss \d+\.\d{6}' + timings,
                 r'best model! save\.\.\.', r'val loss is \d+\.\d\d, val acc is \d+\.\d\d',
                 r'model best acc is \d+\.\d\d, best acc epoch is 0', r'This epoch use \d+\.\d\d minutes',
                 r'train loss is \d+\.\d\d, train acc is \d+\.\d\d']

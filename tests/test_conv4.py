@@ -45,7 +45,8 @@ def model_and_input():
 
 
 def grads_of(model, out, weights):
-    model.clear_gradients(set_to_zero=False)
+    for p in model.parameters():  # Layer.clear_gradients(set_to_zero=False) is Paddle 3.x only
+        p.clear_gradient(False)
     (out * weights).sum().backward()
     return {k: (None if p.grad is None else p.grad.numpy().copy()) for k, p in model.named_parameters()
             if not p.stop_gradient}

@@ -186,3 +186,11 @@ def test_read_metrics_skips_a_torn_last_line_and_rejects_garbage_inside(tmp_path
     (tmp_path / 'b.jsonl').write_text('not json\n' + good)
     with pytest.raises(FRNError, match='line 1 is not JSON'):
         read_metrics(tmp_path / 'b.jsonl')
+
+
+def test_the_fallback_parser_reads_batch_lines_with_the_tipc_speed_fields(tmp_path):
+    lines = epoch_lines(0, 0.1, (3.0, 20.0), batches=())
+    lines.insert(1, 'Epoch 0 | Batch 2/4 | Loss 1.500000 | avg_reader_cost: 0.00100 sec | avg_batch_cost: 0.50000 sec'
+                    ' | avg_ips: 256.00 images/sec')
+    epochs = parse_log(write_log(tmp_path / 'output.log', lines))
+    assert epochs[0]['batch_loss'] == [(0.5, 1.5)]

@@ -102,10 +102,15 @@ def predictions(work):
 
 # ---- export ----
 
+# paddle.jit.save writes the program as model.json on Paddle 3.x and as model.pdmodel on Paddle 2.x
+PROGRAM_FILE = 'model.json' if int(paddle.__version__.split('.')[0]) >= 3 else 'model.pdmodel'
+
+
 def test_export_writes_the_inference_model_and_the_head_json(work):
+    """The program file is this Paddle's own format: model.json on 3.x, model.pdmodel on 2.x."""
     for backbone, d in (('ResNet12', 640), ('Conv4', 64)):
         folder = work['root'] / f'export_{backbone}'
-        assert {'model.json', 'model.pdiparams', 'frn_head.json'} <= {p.name for p in folder.iterdir()}
+        assert {PROGRAM_FILE, 'model.pdiparams', 'frn_head.json'} <= {p.name for p in folder.iterdir()}
         head = read_head(str(folder))
         assert head['backbone'] == backbone and head['image_size'] == SIZE
         assert head['resolution'] == 4 and head['d'] == d  # 32 px -> 2 x 2 positions

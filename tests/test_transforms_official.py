@@ -85,3 +85,11 @@ def test_test_py_records_the_transforms_and_refuses_them_with_the_image_cache(ti
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and '--cache_dir stores images resized for' in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize('mode', ['shorter', 'square', 'none'])
+def test_the_preprocessing_record_of_each_eval_resize_rebuilds_the_same_transform(mode):
+    from data import preprocess
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 70, 3), dtype=np.uint8))
+    record = json.loads(json.dumps(preprocess.record_for('cub', S, mode)))  # as a sidecar holds it
+    np.testing.assert_array_equal(preprocess.eval_transform_from(record)(image), eval_transform(S, mode)(image))

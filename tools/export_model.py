@@ -2,7 +2,7 @@
 
     python tools/export_model.py --model ResNet12 --model_path best_model.pdparams --save_dir inference/ [--image_size 84]
 
-Writes <save_dir>/model.json + model.pdiparams (paddle.jit.to_static with
+Writes <save_dir>/model.json (Paddle 2.x: model.pdmodel) + model.pdiparams (paddle.jit.to_static with
 InputSpec([None, 3, S, S]) and paddle.jit.save) computing FRN.get_feature_map:
 images [N, 3, S, S] -> feature maps [N, resolution, d]. Then it loads the export back
 through paddle.inference and checks that it gives the dygraph model's feature maps.
@@ -36,19 +36,22 @@ def main(argv=None):
     parser.add_argument('--model', required=True, choices=['ResNet12', 'Conv4'], help='backbone of the checkpoint')
     parser.add_argument('--model_path', required=True, help='trained weights (.pdparams)')
     parser.add_argument('--save_dir', required=True, help='output folder (model.json, model.pdiparams, frn_head.json)')
-    parser.add_argument('--image_size', type=int, default=84, help='input side in pixels the model will be fed')
+    parser.add_argument('--image_size', type=int, default=None,
+                        help='input side in pixels (default: the size in the preprocess.json beside the checkpoint, '
+                             'which also goes into frn_head.json; 84 for a checkpoint without one)')
     parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
     parser.add_argument('--no_check', action='store_true',
                         help='skip loading the export back and comparing it with the dygraph model')
     args = parser.parse_args(argv)
-    if args.image_size < 16:
+    if args.image_size is not None and args.image_size < 16:
         raise FRNError(f'--image_size must be at least 16 (four 2x2 poolings), not {args.image_size}')
     cli.set_threads(args.threads)
     from deploy.export import export_model
     head = export_model(args.model_path, args.model, args.save_dir, args.image_size)
+    args.image_size = head['image_size']
     print(f'exported {args.model} ({args.model_path}) to {args.save_dir}: input [N, 3, {args.image_size}, '
           f'{args.image_size}] -> feature map [N, {head["resolution"]}, {head["d"]}]; scale {head["scale"]:.6g}, '
-          f'r [{head["r"][0]:.6g}, {head["r"][1]:.6g}]')
+          f'r [{head["r"][0]:.6g}, {head["r"][1]:.6g}]; preprocessing: {head["input"].split("after: ", 1)[1]}')
     if not args.no_check:
         diff, relative, backend = check_export(args.model_path, args.model, args.save_dir, args.image_size,
                                                args.threads)

@@ -32,8 +32,9 @@ def add_model_arguments(parser):
     parser.add_argument('--model', choices=['ResNet12', 'Conv4'], default=None,
                         help='backbone (default: read from the checkpoint or the exported folder)')
     parser.add_argument('--image_size', type=int, default=None,
-                        help='input side in pixels (default: 84 for --model_path, the exported size for '
-                             '--inference_dir)')
+                        help='input side in pixels (default: the model\'s own, from the preprocess.json beside the '
+                             'checkpoint or the exported frn_head.json; 84 for a model without that record). '
+                             'The preprocessing (colour, resize, crop, normalisation) always comes from the model')
     parser.add_argument('--use_gpu', action='store_true', help='use the GPU when this PaddlePaddle build has one')
     parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
 

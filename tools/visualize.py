@@ -161,9 +161,9 @@ def main(argv=None):
     records = []
     for i, png in enumerate(output_names(result['names'])):
         images = support[result['predicted'][i]][1]
-        fig = render(result, i, model_view(load_image(queries[i]), size),
-                     {k: model_view(load_image(images[k]), size) for k in shown_support(result['correspondences'][i])},
-                     size)
+        view = lambda path: model_view(load_image(path), size, features.preprocess)  # noqa: E731
+        fig = render(result, i, view(queries[i]),
+                     {k: view(images[k]) for k in shown_support(result['correspondences'][i])}, size)
         path = os.path.join(args.out, png)
         utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=DPI))
         records.append(as_json(result, i, path))
