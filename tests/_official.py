@@ -113,3 +113,22 @@ def nesterov_sgd(params, grads, lr, momentum, weight_decay):
         buf = g if buf is None else momentum * buf + g
         out.append(p - lr * (g + momentum * buf))
     return out
+
+
+class ExactLeakyReLU(paddle.nn.Layer):
+    """LeakyReLU with its slope in the input's dtype (a tensor, not a float attribute)."""
+
+    def __init__(self, slope):
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x):
+        return paddle.where(x > 0, x, x * paddle.to_tensor(self.slope, dtype=x.dtype))
+
+
+def use_exact_leaky_relu(model):
+    """Swap every LeakyReLU for ExactLeakyReLU: Paddle 2.x holds the slope as a float32 (README "Known deviations")."""
+    for layer in model.sublayers(include_self=True):
+        for name, child in list(layer.named_children()):
+            if isinstance(child, paddle.nn.LeakyReLU):
+                setattr(layer, name, ExactLeakyReLU(child._negative_slope))

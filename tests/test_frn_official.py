@@ -48,17 +48,6 @@ PADDLE_2 = int(paddle.__version__.split('.')[0]) < 3
 PADDLE_2_RESNET12_F64_GRAD_RTOL = 1e-7  # the float32 LeakyReLU slope of Paddle 2.x (module docstring)
 
 
-class ExactLeakyReLU(paddle.nn.Layer):
-    """LeakyReLU with its slope in the input's dtype (a tensor, not a float attribute)."""
-
-    def __init__(self, slope):
-        super().__init__()
-        self.slope = slope
-
-    def forward(self, x):
-        return paddle.where(x > 0, x, x * paddle.to_tensor(self.slope, dtype=x.dtype))
-
-
 def check_gradients(grads, z, prefix, dtype, grad_rtol=None):
     """The shared check, with alpha's documented float32 bound (see the module docstring)."""
     official.check_gradients(grads, z, prefix, grad_rtol or GRAD_RTOL[dtype], dtype,
@@ -101,10 +90,7 @@ class Official:
         assert dropped == [] and missing == (['cat_mat'] if pretraining and self.backbone == 'resnet12' else [])
         model.to(dtype=self.dtype)
         if self.exact_slope:
-            for layer in model.sublayers(include_self=True):
-                for name, child in list(layer.named_children()):
-                    if isinstance(child, paddle.nn.LeakyReLU):
-                        setattr(layer, name, ExactLeakyReLU(child._negative_slope))
+            official.use_exact_leaky_relu(model)
         return model
 
     @functools.cached_property
