@@ -19,57 +19,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
-from utils import FRNError  # noqa: E402
-
-
-def add_model_arguments(parser):
-    """--support, --query and the model flags, shared with tools/visualize.py."""
-    parser.add_argument('--support', required=True, help='folder with one subfolder of example images per class')
-    parser.add_argument('--query', required=True, help='an image, or a folder of images, to classify')
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument('--model_path', help='trained weights (.pdparams), run in dygraph')
-    model.add_argument('--inference_dir', help='folder written by tools/export_model.py, run with paddle.inference')
-    parser.add_argument('--model', choices=['ResNet12', 'Conv4'], default=None,
-                        help='backbone (default: read from the checkpoint or the exported folder)')
-    parser.add_argument('--image_size', type=int, default=None,
-                        help='input side in pixels (default: the model\'s own, from the preprocess.json beside the '
-                             'checkpoint or the exported frn_head.json; 84 for a model without that record). '
-                             'The preprocessing (colour, resize, crop, normalisation) always comes from the model')
-    parser.add_argument('--use_gpu', action='store_true', help='use the GPU when this PaddlePaddle build has one')
-    parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
-
-
-def check_arguments(args):
-    if args.image_size is not None and args.image_size < 16:
-        raise FRNError(f'--image_size must be at least 16 (four 2x2 poolings), not {args.image_size}')
-    return args
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    add_model_arguments(parser)
+    cli.add_prediction_flags(parser)
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
     parser.add_argument('--explain', action='store_true',
                         help='add each class\'s per-position reconstruction errors to the JSON (implies --json)')
-    return check_arguments(parser.parse_args(argv))
-
-
-def load_inputs(args):
-    """(support, queries, feature extractor), the folders checked before the model is loaded."""
-    cli.set_threads(args.threads)
-    from deploy.export import feature_extractor
-    from deploy.predict import list_queries, read_support
-    support, queries = read_support(args.support), list_queries(args.query)  # folder errors before any work
-    features = feature_extractor(args.model_path, args.inference_dir, args.model, args.image_size, args.use_gpu,
-                                 args.threads)
-    return support, queries, features
-
-
-def query_names(queries, query_path):
-    """Paths as shown: relative to the query folder, or as given for a single file."""
-    if os.path.isdir(query_path):
-        return [os.path.relpath(q, query_path) for q in queries]
-    return list(queries)
+    return cli.check_prediction_flags(parser.parse_args(argv))
 
 
 def as_json(result, names, features):
@@ -101,14 +59,14 @@ def as_table(result, names, features):
 @cli.cli_main
 def main(argv=None):
     args = parse_args(argv)
-    support, queries, features = load_inputs(args)
+    support, queries, features = cli.load_prediction_inputs(args)
     if args.explain:
         from deploy.explain import explain
         result = explain(features, support, queries)
     else:
         from deploy.predict import predict
         result = predict(features, support, queries)
-    names = query_names(result['queries'], args.query)
+    names = cli.query_names(result['queries'], args.query)
     print((as_json if args.json or args.explain else as_table)(result, names, features))
 
 

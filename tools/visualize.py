@@ -19,7 +19,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 import utils  # noqa: E402
-from tools import infer  # noqa: E402
 
 COLOURS = ['#e41a1c', '#377eb8', '#4daf4a', '#ff7f00', '#984ea3', '#a65628']
 PANEL = 2.2  # inches per image panel
@@ -29,13 +28,13 @@ MAX_SUPPORT_SHOWN = 6
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    infer.add_model_arguments(parser)
+    cli.add_prediction_flags(parser)
     parser.add_argument('--out', required=True, help='folder for the PNGs (one per query, named after it)')
     parser.add_argument('--json', action='store_true', help='print the numbers as JSON instead of a summary')
     parser.add_argument('--top', type=int, default=3, help='support positions shown per query position')
     parser.add_argument('--positions', type=int, default=2,
                         help='best- and as many worst-reconstructed query positions to trace')
-    args = infer.check_arguments(parser.parse_args(argv))
+    args = cli.check_prediction_flags(parser.parse_args(argv))
     if args.top < 1 or args.positions < 1:
         raise utils.FRNError(f'--top and --positions must be at least 1 (got {args.top} and {args.positions})')
     return args
@@ -152,11 +151,11 @@ def as_json(result, i, png):
 @cli.cli_main
 def main(argv=None):
     args = parse_args(argv)
-    support, queries, features = infer.load_inputs(args)
+    support, queries, features = cli.load_prediction_inputs(args)
     from data.images import load_image
     from deploy.explain import explain, model_view
     result = explain(features, support, queries, top=args.top, positions=args.positions)
-    result['names'] = infer.query_names(queries, args.query)
+    result['names'] = cli.query_names(queries, args.query)
     size = features.image_size
     records = []
     for i, png in enumerate(output_names(result['names'])):
