@@ -19,6 +19,12 @@ TEMP_SUFFIX = '.tmp'
 TEMP_NAME = re.compile(r'^\..+\.[A-Za-z0-9_]{8}\.tmp$')
 
 
+# errors of the file system itself (not, say, a network error raised while producing the content)
+FILE_SYSTEM_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR, errno.ENOTDIR,
+                      errno.ENOENT, errno.EEXIST, errno.EXDEV, errno.EIO, errno.EFBIG, errno.ENAMETOOLONG,
+                      errno.EMFILE, errno.ENFILE}
+
+
 def os_error_cause(err):
     """What went wrong with a file, in words, plus what to do for the common causes."""
     cause = err.strerror or str(err) or type(err).__name__
@@ -62,7 +68,7 @@ def atomic_write(path, write):
     except BaseException as err:
         if tmp and os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(err, OSError):  # no space, read-only, permissions: name the file we meant to write
+        if isinstance(err, OSError) and err.errno in FILE_SYSTEM_ERRNOS:  # name the file we meant to write
             raise FRNError(f'cannot write {path!r}: {os_error_cause(err)}; nothing was changed there') from None
         raise
 

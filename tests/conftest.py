@@ -1,4 +1,5 @@
 """Shared test fixtures: where ../shared is, and a sane thread count."""
+import importlib.util
 import os
 import pathlib
 
@@ -6,6 +7,14 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get('FRN_SHARED', REPO.parent / 'shared')).resolve()
+
+
+def load_tool(name):
+    """A script of tools/ as a module, so a test can call its functions (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_path(*parts):

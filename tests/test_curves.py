@@ -1,5 +1,4 @@
 """Training curves: metrics.jsonl records and the output.log fallback (resumed runs), the PNG, and VisualDL."""
-import importlib.util
 import subprocess
 import sys
 
@@ -7,19 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, load_tool
 from utils import FRNError
 from engine.metrics import CURVES_FILE, METRICS_FILE, Scalars, read_metrics
 
 
-def load_plot_tool():
-    spec = importlib.util.spec_from_file_location('plot_log', REPO / 'tools' / 'plot_log.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_tool = load_plot_tool()
+_tool = load_tool('plot_log')
 parse_log = _tool.parse_log
 
 

@@ -1,7 +1,6 @@
 """Omniglot: splits read from the official zips or folders, rotations, the transform, episodes, the downloader tool."""
 import collections
 import hashlib
-import importlib.util
 import io
 import os
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, shared_path
+from conftest import load_tool as load_conftest_tool
 from data import omniglot
 from data.datamgr import EpochLoader
 from data.dataset import EpisodicBatchSampler, SetDataset
@@ -231,10 +231,7 @@ def test_corrupt_zips_are_clear_errors(tmp_path):
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('download_omniglot', REPO / 'tools' / 'download_omniglot.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_conftest_tool('download_omniglot')
 
 
 def test_verify_file_accepts_the_right_file_and_rejects_others(tmp_path):

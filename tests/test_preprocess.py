@@ -4,7 +4,6 @@ The committed Omniglot model (inverted greyscale strokes at 42 px, no normalisat
 case the natural-image defaults get wrong, so it is the one exported and run here.
 """
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
+from conftest import REPO, load_tool, shared_path
 from data import preprocess
 from data.dataset import EpisodicBatchSampler
 from data.images import load_image
@@ -21,13 +20,6 @@ from data.transforms import eval_transform, omniglot_transform
 OMNIGLOT_RUN = REPO / 'results' / 'omniglot' / 'Conv4_meta_frn_60way_1shot_metatrain'
 CHECKPOINT = OMNIGLOT_RUN / 'best_model.pdparams'
 EPISODES, WAY, SHOT, QUERY, SEED = 20, 5, 1, 5, 3
-
-
-def tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -116,7 +108,7 @@ def test_exported_omniglot_model_through_infer_reaches_test_py_accuracy_on_the_s
         common = ['--support', str(folder / 'support'), '--query', str(folder / 'query'), '--json', '--threads', '2']
         for backend, model in (('inference', ['--inference_dir', str(tmp_path / 'export')]),
                                ('dygraph', ['--model_path', str(CHECKPOINT)])):
-            tool('infer').main(common + model)
+            load_tool('infer').main(common + model)
             out = json.loads(capsys.readouterr().out)
             assert out['image_size'] == 42
             correct[backend] += sum(p['prediction'] == truth[e, p['query']] for p in out['predictions'])

@@ -3,7 +3,6 @@
 Uses the committed Tiny-ImageNet-32 Conv-4 model on real test photos (2 x 2 feature maps at 32 px).
 """
 import csv
-import importlib.util
 import shutil
 
 import numpy as np
@@ -11,7 +10,7 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, load_tool
 from deploy.explain import explain, explain_maps
 from deploy.export import DygraphFeatures
 from deploy.predict import class_probabilities, load_images
@@ -19,13 +18,6 @@ from methods.ridge import recon_explain, ridge_lambda
 
 MODEL = REPO / 'results' / 'tinyimagenet32' / 'Conv4_meta_frn_20way_5shot_metatrain' / 'best_model.pdparams'
 SIZE, WAY, SHOT, QUERY = 32, 3, 5, 2
-
-
-def tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -127,13 +119,13 @@ def test_half_a_and_half_b_query_is_explained_by_a_on_the_left_and_b_on_the_righ
 
 def test_visualize_writes_a_decodable_colourful_png_per_query(episode, capsys):
     root, out = episode['root'], episode['root'] / 'out'
-    tool('visualize').main(['--support', str(root / 'support'), '--query', str(root / 'query'), '--model_path',
+    load_tool('visualize').main(['--support', str(root / 'support'), '--query', str(root / 'query'), '--model_path',
                             str(MODEL), '--image_size', str(SIZE), '--out', str(out), '--threads', '2'])
     text = capsys.readouterr().out
     assert f'wrote {WAY * QUERY} figure(s)' in text
     pngs = sorted(out.glob('*.png'))
     assert len(pngs) == WAY * QUERY and not list(out.glob('.*'))  # no temp file left behind
-    viz = tool('visualize')
+    viz = load_tool('visualize')
     first = next(q for q in episode['queries'] if q.endswith(pngs[0].stem + '.jpg'))
     shown = viz.shown_support(explain(episode['features'], episode['support'], [first])['correspondences'][0])
     with Image.open(pngs[0]) as img:
@@ -147,7 +139,7 @@ def test_visualize_json_has_the_error_maps_and_correspondences(episode, capsys):
     import json
     root = episode['root']
     query = episode['queries'][0]
-    tool('visualize').main(['--support', str(root / 'support'), '--query', query, '--model_path', str(MODEL),
+    load_tool('visualize').main(['--support', str(root / 'support'), '--query', query, '--model_path', str(MODEL),
                             '--image_size', str(SIZE), '--out', str(root / 'out_json'), '--json', '--top', '2',
                             '--threads', '2'])
     data = json.loads(capsys.readouterr().out)
@@ -165,9 +157,9 @@ def test_infer_explain_adds_error_maps_and_keeps_the_scores(episode, capsys):
     root = episode['root']
     common = ['--support', str(root / 'support'), '--query', str(root / 'query'), '--model_path', str(MODEL),
               '--image_size', str(SIZE), '--threads', '2', '--json']
-    tool('infer').main(common)
+    load_tool('infer').main(common)
     plain = json.loads(capsys.readouterr().out)
-    tool('infer').main(common + ['--explain'])
+    load_tool('infer').main(common + ['--explain'])
     explained = json.loads(capsys.readouterr().out)
     for p, e in zip(plain['predictions'], explained['predictions']):
         assert 'errors' not in p and e['scores'] == p['scores'] and e['prediction'] == p['prediction']
@@ -179,7 +171,7 @@ def test_infer_explain_adds_error_maps_and_keeps_the_scores(episode, capsys):
 
 def viz_error(capsys, *args):
     with pytest.raises(SystemExit) as stop:
-        tool('visualize').main([str(a) for a in args] + ['--threads', '2'])
+        load_tool('visualize').main([str(a) for a in args] + ['--threads', '2'])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith('error: ') and len(err.strip().splitlines()) == 1, err
     return err
