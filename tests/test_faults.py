@@ -112,6 +112,7 @@ LOOPS = textwrap.dedent('''
     from data.filelist import read_split
     from data.image_cache import open_cache
     from engine.evaluation import evaluate
+    from engine.feature_cache import feature_cache_for
     from methods.FRN import FRN
     from utils import FRNError
     import os
@@ -133,8 +134,9 @@ LOOPS = textwrap.dedent('''
         episodes = SetDataManager(32, 5, 2, 6, 2, num_workers=workers).get_data_loader(train, aug=True)
         attempt(f'episodes/{workers}', lambda: list(episodes))
         val_episodes = SetDataManager(32, 5, 2, 6, 2, num_workers=workers).get_data_loader(val, aug=False)
-        attempt(f'validation/{workers}', lambda: evaluate(model, val_episodes, 5, 2, 6, feature_cache=False))
-        attempt(f'feature_cache/{workers}', lambda: evaluate(model, val_episodes, 5, 2, 6, feature_cache=True))
+        attempt(f'validation/{workers}', lambda: evaluate(model, val_episodes, 5, 2, 6))
+        attempt(f'feature_cache/{workers}', lambda: evaluate(model, val_episodes, 5, 2, 6,
+                                                            cache=feature_cache_for(model, val_episodes)))
         attempt(f'image_cache/{workers}', lambda: open_cache(train, f'{cache_dir}/{workers}', 'train', 32,
                                                              num_workers=workers, log=lambda m: None))
     print(json.dumps(out))
