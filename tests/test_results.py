@@ -11,7 +11,8 @@ CHECKPOINT = OMNIGLOT / 'Conv4_meta_frn_60way_1shot_metatrain' / 'best_model.pdp
 
 
 def committed_results():
-    return sorted(OMNIGLOT.glob('*w*s/*.json')) + sorted((REPO / 'results' / 'tinyimagenet32').glob('*w*s/*.json'))
+    return sorted(OMNIGLOT.glob('*w*s/*.json')) + [path for folder in ('tinyimagenet32', 'tinyimagenet32_84')
+                                                   for path in sorted((REPO / 'results' / folder).glob('*w*s/*.json'))]
 
 
 def test_committed_omniglot_checkpoint_is_far_above_chance_on_seeded_test_episodes(tmp_path):
