@@ -29,7 +29,7 @@ def scores_from_cache(cache, sampler, way, shot, query, desc=None):
         raise ValueError(f'the sampler draws {sampler.n_way}-way episodes of {sampler.n_per_class} images per class, '
                          f'not {way}-way {shot}+{query}')
     episodes = [sampler.episode(i) for i in range(len(sampler))]
-    cache.ensure([i for episode in episodes for i in cache.episode_images(episode)],
+    cache.ensure([i for episode in episodes for i in cache.episode_positions(episode)],
                  desc=f'{desc} (embed)' if desc else 'embed')
     model = cache.model
     model.eval()

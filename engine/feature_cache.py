@@ -119,7 +119,7 @@ class FeatureCache:
                 self.cached[batch] = True
         self.embed_seconds += time.perf_counter() - start
 
-    def episode_images(self, episode):
+    def episode_positions(self, episode):
         """Split positions of the images of one sampler episode."""
         return [i for cls, positions, _ in episode for i in self.dataset.image_indices(cls, positions)]
 
