@@ -41,10 +41,9 @@ class EpochLoader:
     def __init__(self, dataset, batch_sampler, num_workers):
         self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers
         self.use_shared_memory = num_workers > 0 and shared_memory_is_roomy()
-        # paddle's DataLoader only for worker processes: without them the batches are read here
         self.loader = paddle.io.DataLoader(
             dataset, batch_sampler=batch_sampler, num_workers=num_workers, return_list=True,
-            use_shared_memory=self.use_shared_memory, timeout=WORKER_CHECK_SECONDS) if num_workers > 0 else None
+            use_shared_memory=self.use_shared_memory, timeout=WORKER_CHECK_SECONDS if num_workers > 0 else 0)
 
     def set_epoch(self, epoch):
         self.batch_sampler.set_epoch(epoch)
@@ -76,6 +75,7 @@ class EpochLoader:
             shutdown = getattr(iterator, '_try_shutdown_all', None)
             if shutdown:
                 shutdown()
+
 
     def _main_process_batches(self):
         """The batches read here, not in paddle's loader thread.
