@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 
+import numpy as np
 import paddle
 from paddle.io.dataloader.collate import default_collate_fn
 
@@ -42,8 +43,9 @@ class EpochLoader:
         self.dataset, self.batch_sampler, self.num_workers = dataset, batch_sampler, num_workers
         self.use_shared_memory = num_workers > 0 and shared_memory_is_roomy()
         self.loader = paddle.io.DataLoader(
-            dataset, batch_sampler=batch_sampler, num_workers=num_workers, return_list=True,
-            use_shared_memory=self.use_shared_memory, timeout=WORKER_CHECK_SECONDS if num_workers > 0 else 0)
+            _FailuresAsBatches(dataset), batch_sampler=batch_sampler, num_workers=num_workers, return_list=True,
+            collate_fn=_collate_or_report, use_shared_memory=self.use_shared_memory,
+            timeout=WORKER_CHECK_SECONDS if num_workers > 0 else 0)
 
     def set_epoch(self, epoch):
         self.batch_sampler.set_epoch(epoch)
@@ -57,25 +59,22 @@ class EpochLoader:
             return
         iterator = _fork_workers(self.loader)
         try:
-            with _WorkerWatch(iterator, self.num_workers) as watch:
+            with _StallWatch(iterator) as watch:
                 while True:
                     watch.arm()
                     try:
                         batch = next(iterator)
                     except StopIteration:
                         return
-                    except (RuntimeError, SystemError, OSError) as err:
-                        raise FRNError(watch.explain(err)) from None
+                    except (RuntimeError, SystemError, OSError):
+                        raise FRNError(watch.explain(self.num_workers)) from None
                     finally:
                         watch.disarm()
+                    if isinstance(batch, dict):
+                        raise FRNError(batch[FAILURE])
                     yield batch
         finally:
-            # stop the workers now, also after an error or an early exit: left waiting, they
-            # keep the interpreter from exiting while anything still refers to the iterator
-            shutdown = getattr(iterator, '_try_shutdown_all', None)
-            if shutdown:
-                shutdown()
-
+            _stop_workers(iterator)
 
     def _main_process_batches(self):
         """The batches read here, not in paddle's loader thread.
@@ -89,6 +88,53 @@ class EpochLoader:
         for keys in self.batch_sampler:
             fields = default_collate_fn([self.dataset[key] for key in keys])
             yield [paddle.to_tensor(field) for field in fields]
+
+
+# A worker's exception would reach the main process through paddle's reader thread, which
+# re-raises it and dies; the main thread then sees only "Blocking queue is killed", and
+# whether the original could still be caught there depended on timing (seen: 1 run in 10
+# under load lost it). So a worker never raises: an item it cannot read becomes a batch
+# {FAILURE: message}, which travels like any batch, in order, and is raised in the main process.
+FAILURE = 'data loading failure'
+
+
+class _Failure:
+    def __init__(self, message):
+        self.message = message
+
+
+class _FailuresAsBatches(paddle.io.Dataset):
+    """The dataset as the workers read it: an exception is returned as a _Failure, not raised."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        try:
+            return self.dataset[key]
+        except FRNError as err:
+            return _Failure(str(err))
+        except Exception as err:  # a bug, not bad data
+            return _unexpected(err)
+
+
+def _unexpected(err):
+    return _Failure(f'a data loading worker raised {type(err).__name__}: {err}; for the full traceback, '
+                    f'rerun with --num_workers 0 to load in the main process')
+
+
+def _collate_or_report(items):
+    failure = next((item for item in items if isinstance(item, _Failure)), None)
+    if failure is None:
+        try:
+            return default_collate_fn(items)
+        except Exception as err:
+            failure = _unexpected(err)
+    # paddle keeps strings in the batch's structure; a batch needs one array to travel
+    return {FAILURE: failure.message, 'placeholder': np.zeros(1, dtype=np.int64)}
 
 
 def _fork_workers(loader):
@@ -109,33 +155,34 @@ def _fork_workers(loader):
         gc.unfreeze()
 
 
-class _WorkerWatch:
-    """Turns what paddle's worker processes do wrong into one clear message.
+def _stop_workers(iterator):
+    """Stop the workers now, also after an error or an early exit.
 
-    A worker's exception reaches the main process only as "Blocking queue is killed"; the
-    original is raised in paddle's reader thread, where we catch it (threading.excepthook).
-    A batch that takes longer than WORKER_STALL_SECONDS means a stuck worker: the workers
-    are killed, which paddle notices and reports.
+    Left waiting, they keep the interpreter from exiting while anything still refers to the
+    iterator. Paddle waits for each worker to exit for as long as it takes unless given a
+    time; a worker still there after WORKER_CHECK_SECONDS is killed.
     """
+    shutdown = getattr(iterator, '_try_shutdown_all', None)
+    if shutdown:
+        shutdown(WORKER_CHECK_SECONDS)
+    for worker in getattr(iterator, '_workers', []):
+        if worker.is_alive():
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.join()
 
-    def __init__(self, iterator, num_workers):
-        self.iterator, self.num_workers = iterator, num_workers
-        self.worker_error, self.stalled, self.timer = None, False, None
+
+class _StallWatch:
+    """Kills the workers when a batch takes longer than WORKER_STALL_SECONDS (a stuck worker),
+    which paddle then notices and reports; explains what a failed read of a batch means."""
+
+    def __init__(self, iterator):
+        self.iterator, self.stalled, self.timer = iterator, False, None
 
     def __enter__(self):
-        self.previous_hook = threading.excepthook
-        threading.excepthook = self._hook
         return self
 
     def __exit__(self, *exc):
         self.disarm()
-        threading.excepthook = self.previous_hook
-
-    def _hook(self, args):
-        if getattr(args.thread, 'name', '').endswith('(_thread_loop)') and self.worker_error is None:
-            self.worker_error = args.exc_value  # paddle's re-raise of the worker's exception
-        else:
-            self.previous_hook(args)
 
     def arm(self):
         self.timer = threading.Timer(WORKER_STALL_SECONDS, self._stall)
@@ -152,22 +199,11 @@ class _WorkerWatch:
             if worker.is_alive():
                 os.kill(worker.pid, signal.SIGKILL)
 
-    def explain(self, err):
-        # the main thread can see the killed queue before the reader thread has passed the
-        # worker's exception to our hook; let that thread finish first
-        thread = getattr(self.iterator, '_thread', None)
-        if self.worker_error is None and thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=WORKER_CHECK_SECONDS)
-        fix = 'rerun with --num_workers 0 to load in the main process'  # where errors surface as they are
+    def explain(self, num_workers):
+        fix = 'rerun with --num_workers 0 to load in the main process'
         if self.stalled:
-            return (f'no batch came from the {self.num_workers} data loading workers in {WORKER_STALL_SECONDS} s, '
+            return (f'no batch came from the {num_workers} data loading workers in {WORKER_STALL_SECONDS} s, '
                     f'so they were stopped: a worker is stuck (for example on a hung network file system); {fix}')
-        if self.worker_error is not None:
-            last = str(self.worker_error).strip().splitlines()[-1]  # "module.Type: message" of the worker
-            name, _, message = last.partition(': ')
-            if name.split('.')[-1] == FRNError.__name__:
-                return message
-            return f'a data loading worker raised {last}; for the full traceback, {fix}'
         return (f'a data loading worker died: it was killed, or ran out of memory, or /dev/shm is full '
                 f'(with shared memory); lower --num_workers, or {fix}')
 

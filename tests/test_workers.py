@@ -59,6 +59,16 @@ def test_a_workers_frn_error_arrives_with_its_own_message():
         load_all('frn_error')
 
 
+def test_a_workers_error_comes_in_order_after_the_batches_before_it():
+    """Item 21 is in the third batch: the two before it are given, then its error, every time."""
+    for _ in range(5):
+        given = []
+        with pytest.raises(FRNError, match='^image x.jpg does not exist'):
+            for x, _ in EpochLoader(Items('frn_error'), BATCHES, 2):
+                given.append(int(x[0, 0, 0, 0]))
+        assert given == [0, 8]
+
+
 def test_a_workers_bug_names_the_exception_and_how_to_see_the_traceback():
     with pytest.raises(FRNError, match='raised ZeroDivisionError: division by zero.*--num_workers 0'):
         load_all('bug')
