@@ -92,8 +92,8 @@ class EpochLoader:
 
 # A worker's exception would reach the main process through paddle's reader thread, which
 # re-raises it and dies; the main thread then sees only "Blocking queue is killed", and
-# whether the original could still be caught there depended on timing (seen: 1 run in 10
-# under load lost it). So a worker never raises: an item it cannot read becomes a batch
+# whether the original can still be caught there depends on timing (README, "Data loading
+# workers"). So a worker never raises: an item it cannot read becomes a batch
 # {FAILURE: message}, which travels like any batch, in order, and is raised in the main process.
 FAILURE = 'data loading failure'
 
