@@ -35,7 +35,8 @@ def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=
     Returns {'errors' [Q, way, h, w], 'scores' [Q, way] (= -mean of errors),
     'probabilities' [Q, way], 'predicted' [Q] class indices, 'correspondences': per query
     a list of {'kind': 'best'|'worst', 'row', 'col', 'error', 'support': top `top` of
-    {'image' (index within the predicted class), 'row', 'col', 'weight'}}}; `positions`
+    {'image' (index within the predicted class), 'row', 'col', 'weight'}}, 'reconstructions'
+    [Q, way, r, d]: each class's rho * q_bar = W S, the maps whose errors these are}; `positions`
     best and as many worst positions under the predicted class (fewer if the grid is small).
     """
     query_maps = paddle.to_tensor(query_maps)
@@ -43,12 +44,14 @@ def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=
     side = grid_side(resolution)
     query = paddle.reshape(query_maps, [n_query * resolution, d])  # Q*r, d
     alpha, beta = (paddle.to_tensor(v, dtype=query.dtype) for v in (alpha, beta))
-    recon, weights = [], []
+    recon, weights, rebuilt = [], [], []
     for maps in support_maps:
         support = paddle.reshape(paddle.to_tensor(maps), [1, -1, d])  # 1, k_c*r, d: this class alone
-        dist, w = recon_explain(query, support, alpha, beta)  # Q*r, 1; 1, Q*r, k_c*r
+        dist, w, q_bar = recon_explain(query, support, alpha, beta, reconstruct=True)  # Q*r, 1; 1, Q*r, k_c*r; ...
+        # ... and 1, Q*r, d: rho * q_bar = W S
         recon.append(dist)
         weights.append(paddle.reshape(w, [n_query, resolution, len(maps), resolution]).numpy())  # Q, r, k_c, r
+        rebuilt.append(paddle.reshape(q_bar, [n_query, 1, resolution, d]).numpy())  # Q, 1, r, d
     recon = paddle.reshape(paddle.concat(recon, axis=1), [n_query, resolution, len(support_maps)])  # Q, r, way
     scores = -paddle.mean(recon, axis=1)  # Q, way: the same ops as predict.neg_l2_dist
     probabilities = F.softmax(scores * scale, axis=1).numpy()
@@ -63,7 +66,7 @@ def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=
         picks = [('best', p) for p in order[:n_each]] + [('worst', p) for p in order[::-1][:n_each]]
         correspondences.append([_correspondence(kind, p, flat[p], weights[c][i, p], side, top) for kind, p in picks])
     return {'errors': errors, 'scores': scores, 'probabilities': probabilities, 'predicted': predicted,
-            'correspondences': correspondences}
+            'correspondences': correspondences, 'reconstructions': np.concatenate(rebuilt, axis=1)}
 
 
 def _correspondence(kind, position, error, weights, side, top):
@@ -77,12 +80,14 @@ def _correspondence(kind, position, error, weights, side, top):
 
 
 def explain(features, support, queries, top=3, positions=2):
-    """deploy/predict.predict's result plus 'scores', 'errors', 'correspondences' (see explain_maps).
+    """deploy/predict.predict's result plus 'scores', 'errors', 'correspondences', 'reconstructions' (see
+    explain_maps) and the queries' own maps 'query_maps' [Q, r, d].
 
     Support images in a correspondence are also named by path ('path').
     """
     support_maps, query_maps = feature_maps(features, support, queries)
     out = explain_maps(query_maps, support_maps, features.alpha, features.beta, features.scale, top, positions)
+    out['query_maps'] = query_maps  # Q, r, d
     classes = [name for name, _ in support]
     for i, c in enumerate(out['predicted']):
         for match in out['correspondences'][i]:

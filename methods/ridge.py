@@ -52,19 +52,24 @@ def recon_dist(query, support, alpha, beta, solver='cholesky', form=None):
     return paddle.cast(dist, query.dtype)
 
 
-def recon_explain(query, support, alpha, beta, form=None):
+def recon_explain(query, support, alpha, beta, form=None, reconstruct=False):
     """What recon_dist computes, and the ridge weights that make each reconstruction.
 
     Returns (dist [M, way], weights [way, M, kr]), both in the dtype of `query`. Row m of
     weights[c] is W = rho q S^T (S S^T + lam I)^-1 of Equation 8, so q_bar = W S and
     dist[m, c] = ||W S - q||^2. Both come from one Cholesky solve, the one recon_dist uses
     (form chosen the same way), so `dist` is bitwise recon_dist's.
+    reconstruct=True adds a third output, the reconstructions themselves, rho * q_bar = W S
+    [way, M, d], multiplied out in float64 from the same weights (tools/visualize.py decodes them).
     """
     form = _pick_form(support, 'cholesky', form)
     lam = ridge_lambda(support.shape[1], support.shape[2], alpha)
     rho = paddle.exp(beta)
     dist, weights = _cholesky_parts(query, support, lam, rho, form)
-    return paddle.cast(dist, query.dtype), paddle.cast(weights, query.dtype)
+    out = (paddle.cast(dist, query.dtype), paddle.cast(weights, query.dtype))
+    if reconstruct:  # way, M, kr x way, kr, d -> way, M, d
+        out += (paddle.cast(paddle.matmul(weights, paddle.cast(support, 'float64')), query.dtype),)
+    return out
 
 
 def _pick_form(support, solver, form):

@@ -2,6 +2,7 @@
 
     python tools/visualize.py --support DIR --query PATH --model_path best_model.pdparams --image_size 32 --out viz/
     python tools/visualize.py --support DIR --query PATH --inference_dir inference/ --out viz/ [--json] [--top K]
+    python tools/visualize.py ... --inverter results/tinyimagenet32_84/inverter/inverter.pdparams
 
 Same inputs as tools/infer.py. Top row of each figure: the query as the model sees it
 (resized and centre-cropped), then every class's per-position squared reconstruction error
@@ -9,6 +10,11 @@ over it, all on one colour scale, titled with the class's score (minus the mean 
 probability. Bottom row: a few of the query's best- (solid) and worst-reconstructed (dashed)
 positions under the predicted class, and on that class's support images, boxes of the same
 colour around the support positions with the largest ridge weights for each.
+
+With --inverter (a decoder of tools/train_inverter.py, trained on this model's feature maps),
+the same PNG gets a third row, under the top row's columns: the decoder's image of the query's
+own feature map, then of its reconstruction rho * q_bar = W S under each class (the maps whose
+errors the heat maps above show, from methods/ridge.recon_explain), as in the FRN paper's figures.
 """
 import argparse
 import json
@@ -19,6 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 import utils  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 COLOURS = ['#e41a1c', '#377eb8', '#4daf4a', '#ff7f00', '#984ea3', '#a65628']
 PANEL = 2.2  # inches per image panel
@@ -34,16 +42,21 @@ def parse_args(argv=None):
     parser.add_argument('--top', type=int, default=3, help='support positions shown per query position')
     parser.add_argument('--positions', type=int, default=2,
                         help='best- and as many worst-reconstructed query positions to trace')
+    parser.add_argument('--inverter', default=None,
+                        help='a decoder checkpoint of tools/train_inverter.py (inverter.pdparams) trained on this '
+                             'model: adds a row of decoded images, the query\'s map and its reconstruction under '
+                             'each class')
     args = cli.check_prediction_flags(parser.parse_args(argv))
     if args.top < 1 or args.positions < 1:
         raise utils.FRNError(f'--top and --positions must be at least 1 (got {args.top} and {args.positions})')
     return args
 
 
-def figure_size(way, n_support):
-    """(width, height) in pixels of the figure for `way` classes and `n_support` support panels."""
+def figure_size(way, n_support, rows=2):
+    """(width, height) in pixels of the figure for `way` classes and `n_support` support panels (3 rows with
+    --inverter)."""
     columns = 1 + max(way, n_support)
-    return int(round((columns * PANEL + 0.8) * DPI)), int(round(2 * (PANEL + 0.5) * DPI))
+    return int(round((columns * PANEL + 0.8) * DPI)), int(round(rows * (PANEL + 0.5) * DPI))
 
 
 def shown_support(matches):
@@ -65,19 +78,28 @@ def draw_cell(ax, row, col, cell, colour, k, dashed=False, width=2.5):
                            edgecolor=colour, linewidth=width, linestyle='--' if dashed else '-'))
 
 
-def render(result, i, query_view, support_views, size):
-    """The figure of query i: a matplotlib Figure on its own Agg canvas (the global backend is left alone)."""
+def inverter_inputs(result, i):
+    """The maps decoded for query i: its own [r, d], then its reconstruction rho * q_bar under each class:
+    [1 + way, r, d]."""
+    return np.concatenate([result['query_maps'][i][None], result['reconstructions'][i]], axis=0)
+
+
+def render(result, i, query_view, support_views, size, decoded=None):
+    """The figure of query i: a matplotlib Figure on its own Agg canvas (the global backend is left alone).
+
+    decoded: uint8 [1 + way, S, S, 3], the decoder's images of inverter_inputs(result, i), as a third row."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     classes, errors = result['classes'], result['errors'][i]  # errors: way, h, w
     predicted, matches = result['predicted'][i], result['correspondences'][i]
     shown = shown_support(matches)
-    width, height = figure_size(len(classes), len(shown))
+    rows = 2 if decoded is None else 3
+    width, height = figure_size(len(classes), len(shown), rows)
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
     columns = 1 + max(len(classes), len(shown))
-    grid = fig.add_gridspec(2, columns + 1, width_ratios=[1] * columns + [0.12], left=0.02, right=0.95,
-                            top=0.84, bottom=0.03, wspace=0.15, hspace=0.45)
+    grid = fig.add_gridspec(rows, columns + 1, width_ratios=[1] * columns + [0.12], left=0.02, right=0.95,
+                            top=1 - 0.32 / rows, bottom=0.03, wspace=0.15, hspace=0.45)
     extent = (0, size, size, 0)
     cell = size / errors.shape[-1]
     vmin, vmax = float(errors.min()), float(errors.max())  # one colour scale for all classes
@@ -112,6 +134,12 @@ def render(result, i, query_view, support_views, size):
                 if s['image'] == image:  # thicker for the larger weights
                     draw_cell(ax, s['row'], s['col'], cell, COLOURS[k % len(COLOURS)], k, match['kind'] == 'worst',
                               width=3.0 - 0.8 * min(rank, 2))
+    if decoded is not None:
+        for c, image in enumerate(decoded):
+            ax = fig.add_subplot(grid[2, c])
+            ax.imshow(image, extent=extent)
+            ax.set_title('decoded: query\'s map' if c == 0 else f'decoded: its rebuild\nfrom {classes[c - 1]}',
+                         fontsize=8, fontweight='bold' if c - 1 == predicted else 'normal')
     for ax in fig.axes:
         if ax is not bar.ax:
             ax.set_xticks([])
@@ -153,7 +181,11 @@ def main(argv=None):
     args = parse_args(argv)
     support, queries, features = cli.load_prediction_inputs(args)
     from data.images import load_image
+    from deploy import inverter
     from deploy.explain import explain, model_view
+    if args.inverter:
+        decoder, record = inverter.load(args.inverter)
+        inverter.check_matches(record, features, args.inverter)
     result = explain(features, support, queries, top=args.top, positions=args.positions)
     result['names'] = cli.query_names(queries, args.query)
     size = features.image_size
@@ -161,8 +193,9 @@ def main(argv=None):
     for i, png in enumerate(output_names(result['names'])):
         images = support[result['predicted'][i]][1]
         view = lambda path: model_view(load_image(path), size, features.preprocess)  # noqa: E731
+        decoded = inverter.decode(decoder, inverter_inputs(result, i), record['preprocess']) if args.inverter else None
         fig = render(result, i, view(queries[i]),
-                     {k: view(images[k]) for k in shown_support(result['correspondences'][i])}, size)
+                     {k: view(images[k]) for k in shown_support(result['correspondences'][i])}, size, decoded)
         path = os.path.join(args.out, png)
         utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=DPI))
         records.append(as_json(result, i, path))
@@ -170,7 +203,8 @@ def main(argv=None):
             print(summary(result, i))
     if args.json:
         print(json.dumps({'model': features.source, 'backbone': features.backbone, 'image_size': size,
-                          'classes': result['classes'], 'support': result['support'], 'queries': records}, indent=2))
+                          'inverter': args.inverter, 'classes': result['classes'], 'support': result['support'],
+                          'queries': records}, indent=2))
     else:
         print(f'wrote {len(records)} figure(s) to {args.out}')
 
