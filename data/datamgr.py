@@ -3,7 +3,6 @@
 Names follow the CloserLook/DeepBDC lineage (`SimpleDataManager`, `SetDataManager`).
 Loaders have a `set_epoch(epoch)` method; call it before each epoch.
 """
-import gc
 import os
 import signal
 import threading
@@ -13,6 +12,7 @@ import paddle
 from paddle.io.dataloader.collate import default_collate_fn
 
 from data.dataset import EpisodicBatchSampler, SetDataset, ShuffleBatchSampler, SimpleDataset
+from data.forking import collected_and_frozen
 from data.transforms import get_transform
 from utils import FRNError
 
@@ -138,29 +138,22 @@ def _collate_or_report(items):
 
 
 def _fork_workers(loader):
-    """iter(loader), which forks the workers, without garbage that the workers could not free.
-
-    Seen (py-spy): both workers of a loader blocked for ever in pthread_cond_destroy, called by
-    libpaddle from the worker's garbage collector. It was freeing a paddle object that the parent
-    had dropped in a reference cycle (an earlier loader's, left mid-epoch), whose condition
-    variable had been in use by a parent thread that a forked child does not have. It depends on
-    timing. So collect first, and freeze what is left (gc.freeze) across the fork: workers never collect
-    what they inherited.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
+    """iter(loader), which forks the workers, without garbage that the workers could free (data/forking.py)."""
+    with collected_and_frozen():
         return iter(loader)
-    finally:
-        gc.unfreeze()
 
 
 def _stop_workers(iterator):
-    """Stop the workers now, also after an error or an early exit.
+    """Stop the workers and paddle's reader thread now, also after an error or an early exit.
 
-    Left waiting, they keep the interpreter from exiting while anything still refers to the
+    Left waiting, workers keep the interpreter from exiting while anything still refers to the
     iterator. Paddle waits for each worker to exit for as long as it takes unless given a
     time; a worker still there after WORKER_CHECK_SECONDS is killed.
+
+    The reader thread is waited for too, so that no thread of this loader still runs when the
+    next one forks: a forked child drops the threads it did not inherit running, perhaps with
+    them the last reference to this iterator, and would then free paddle objects that a parent
+    thread may be using (the hang data/forking.py describes).
     """
     shutdown = getattr(iterator, '_try_shutdown_all', None)
     if shutdown:
@@ -169,6 +162,9 @@ def _stop_workers(iterator):
         if worker.is_alive():
             os.kill(worker.pid, signal.SIGKILL)
             worker.join()
+    thread = getattr(iterator, '_thread', None)
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(WORKER_CHECK_SECONDS)
 
 
 class _StallWatch:

@@ -39,6 +39,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from data.filelist import SplitList
+from data.forking import collected_and_frozen
 from data.transforms import eval_resize
 from utils import FRNError, atomic_write, atomic_write_text
 
@@ -136,7 +137,10 @@ def build(split, stem, spec, num_workers=0, log=print):
     jobs = ((split, spec, i) for i in range(n))
 
     def write(tmp):
-        pool = multiprocessing.get_context('fork').Pool(num_workers) if num_workers > 0 else None
+        pool = None
+        if num_workers > 0:
+            with collected_and_frozen():  # see data/forking.py
+                pool = multiprocessing.get_context('fork').Pool(num_workers)
         try:
             pixels = pool.imap(_prepared_pixels, jobs, chunksize=64) if pool else map(_prepared_pixels, jobs)
             offset = 0

@@ -1,4 +1,5 @@
 """DataLoader workers: the same batches as without them, and every way a worker can fail is a clear error, not a hang."""
+import gc
 import os
 import signal
 import time
@@ -8,7 +9,9 @@ import paddle
 import pytest
 
 import data.datamgr as datamgr
+import data.image_cache as image_cache
 from data.datamgr import EpochLoader, shared_memory_is_roomy
+from data.filelist import read_split
 from utils import FRNError
 
 BATCHES = [list(range(s, s + 8)) for s in range(0, 64, 8)]
@@ -88,3 +91,60 @@ def test_a_stuck_worker_is_stopped_with_an_error(monkeypatch):
     with pytest.raises(FRNError, match='no batch came from the 2 data loading workers in 3 s.*stuck'):
         load_all('stuck')
 
+
+
+class Garbage:
+    """A reference cycle that records, in `path`, the pid of the process that collects it."""
+
+    def __init__(self, path):
+        self.path, self.me = path, self
+
+    def __del__(self):
+        with open(self.path, 'a') as f:
+            f.write(f'{os.getpid()}\n')
+
+
+def collectors(path):
+    return set(int(line) for line in open(path)) if os.path.exists(path) else set()
+
+
+class CollectingItems(Items):
+    """Items whose every read runs the garbage collector, as an allocation in a worker may."""
+
+    def __getitem__(self, i):
+        gc.collect()
+        return super().__getitem__(i)
+
+
+def test_workers_never_collect_the_garbage_they_inherit(tmp_path):
+    """A child that collects a parent's garbage can free paddle objects in use by a parent thread, and
+    hang (data/forking.py). The garbage left at the fork must be the parent's to collect."""
+    record = tmp_path / 'collected_by'
+    gc.disable()  # keep the cycle until someone collects explicitly
+    try:
+        Garbage(str(record))
+        assert len(list(EpochLoader(CollectingItems(), BATCHES, 2))) == len(BATCHES)
+    finally:
+        gc.enable()
+        gc.collect()
+    assert collectors(record) == {os.getpid()}
+
+
+def collecting_prepared_pixels(args):
+    gc.collect()
+    return image_cache._prepared_pixels.original(args)
+
+
+def test_the_image_cache_pool_never_collects_the_garbage_it_inherits(tiny_mini, tmp_path, monkeypatch):
+    collecting_prepared_pixels.original = image_cache._prepared_pixels
+    monkeypatch.setattr(image_cache, '_prepared_pixels', collecting_prepared_pixels)  # the forked pool sees it too
+    record = tmp_path / 'collected_by'
+    split = read_split(str(tiny_mini), 'val')
+    gc.disable()
+    try:
+        Garbage(str(record))
+        image_cache.open_cache(split, str(tmp_path / 'cache'), 'val', 32, num_workers=2, log=lambda m: None)
+    finally:
+        gc.enable()
+        gc.collect()
+    assert collectors(record) == {os.getpid()}
