@@ -27,7 +27,7 @@ def grid_side(resolution):
     return side
 
 
-def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=2):
+def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=2, reconstruct=False):
     """Error maps, scores, probabilities and correspondences from feature maps.
 
     query_maps: [Q, r, d]; support_maps: one [k_c, r, d] per class (k_c may differ).
@@ -35,9 +35,9 @@ def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=
     Returns {'errors' [Q, way, h, w], 'scores' [Q, way] (= -mean of errors),
     'probabilities' [Q, way], 'predicted' [Q] class indices, 'correspondences': per query
     a list of {'kind': 'best'|'worst', 'row', 'col', 'error', 'support': top `top` of
-    {'image' (index within the predicted class), 'row', 'col', 'weight'}}, 'reconstructions'
-    [Q, way, r, d]: each class's rho * q_bar = W S, the maps whose errors these are}; `positions`
-    best and as many worst positions under the predicted class (fewer if the grid is small).
+    {'image' (index within the predicted class), 'row', 'col', 'weight'}}}, and with `reconstruct`
+    'reconstructions' [Q, way, r, d]: each class's rho * q_bar = W S, the maps whose errors these
+    are; `positions` best and as many worst positions under the predicted class (fewer if the grid is small).
     """
     query_maps = paddle.to_tensor(query_maps)
     n_query, resolution, d = query_maps.shape
@@ -47,11 +47,11 @@ def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=
     recon, weights, rebuilt = [], [], []
     for maps in support_maps:
         support = paddle.reshape(paddle.to_tensor(maps), [1, -1, d])  # 1, k_c*r, d: this class alone
-        dist, w, q_bar = recon_explain(query, support, alpha, beta, reconstruct=True)  # Q*r, 1; 1, Q*r, k_c*r; ...
-        # ... and 1, Q*r, d: rho * q_bar = W S
+        dist, w, *q_bar = recon_explain(query, support, alpha, beta, reconstruct=reconstruct)  # Q*r, 1; 1, Q*r, k_c*r
         recon.append(dist)
         weights.append(paddle.reshape(w, [n_query, resolution, len(maps), resolution]).numpy())  # Q, r, k_c, r
-        rebuilt.append(paddle.reshape(q_bar, [n_query, 1, resolution, d]).numpy())  # Q, 1, r, d
+        if reconstruct:  # rho * q_bar = W S: 1, Q*r, d
+            rebuilt.append(paddle.reshape(q_bar[0], [n_query, 1, resolution, d]).numpy())  # Q, 1, r, d
     recon = paddle.reshape(paddle.concat(recon, axis=1), [n_query, resolution, len(support_maps)])  # Q, r, way
     scores = -paddle.mean(recon, axis=1)  # Q, way: the same ops as predict.neg_l2_dist
     probabilities = F.softmax(scores * scale, axis=1).numpy()
@@ -65,8 +65,11 @@ def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=
         order = np.argsort(flat, kind='stable')
         picks = [('best', p) for p in order[:n_each]] + [('worst', p) for p in order[::-1][:n_each]]
         correspondences.append([_correspondence(kind, p, flat[p], weights[c][i, p], side, top) for kind, p in picks])
-    return {'errors': errors, 'scores': scores, 'probabilities': probabilities, 'predicted': predicted,
-            'correspondences': correspondences, 'reconstructions': np.concatenate(rebuilt, axis=1)}
+    out = {'errors': errors, 'scores': scores, 'probabilities': probabilities, 'predicted': predicted,
+           'correspondences': correspondences}
+    if reconstruct:
+        out['reconstructions'] = np.concatenate(rebuilt, axis=1)
+    return out
 
 
 def _correspondence(kind, position, error, weights, side, top):
@@ -79,15 +82,17 @@ def _correspondence(kind, position, error, weights, side, top):
                          'col': int(j % side), 'weight': float(flat[j])} for j in best]}
 
 
-def explain(features, support, queries, top=3, positions=2):
-    """deploy/predict.predict's result plus 'scores', 'errors', 'correspondences', 'reconstructions' (see
-    explain_maps) and the queries' own maps 'query_maps' [Q, r, d].
+def explain(features, support, queries, top=3, positions=2, reconstruct=False):
+    """deploy/predict.predict's result plus 'scores', 'errors', 'correspondences' (see explain_maps),
+    and with `reconstruct` also 'reconstructions' and the queries' own maps 'query_maps' [Q, r, d].
 
     Support images in a correspondence are also named by path ('path').
     """
     support_maps, query_maps = feature_maps(features, support, queries)
-    out = explain_maps(query_maps, support_maps, features.alpha, features.beta, features.scale, top, positions)
-    out['query_maps'] = query_maps  # Q, r, d
+    out = explain_maps(query_maps, support_maps, features.alpha, features.beta, features.scale, top, positions,
+                       reconstruct)
+    if reconstruct:
+        out['query_maps'] = query_maps  # Q, r, d
     classes = [name for name, _ in support]
     for i, c in enumerate(out['predicted']):
         for match in out['correspondences'][i]:

@@ -179,7 +179,7 @@ def test_reconstructions_are_the_ridge_weights_times_the_support(features, folde
     support = [features(load_images(paths, 84, features.preprocess)) for paths in
                [[str(p) for p in sorted(d.iterdir())] for d in sorted((folders['root'] / 'support').iterdir())]]
     query = features(load_images(folders['test'][:2], 84, features.preprocess))  # 2, 25, 64
-    out = explain_maps(query, support, features.alpha, features.beta, features.scale)
+    out = explain_maps(query, support, features.alpha, features.beta, features.scale, reconstruct=True)
     assert out['reconstructions'].shape == (2, WAY, 25, 64)
     for c, maps in enumerate(support):
         s = paddle.to_tensor(maps.reshape(1, -1, 64))
@@ -194,7 +194,8 @@ def test_reconstructions_are_the_ridge_weights_times_the_support(features, folde
 
 def test_with_the_query_as_support_and_rho_1_the_reconstruction_is_the_query(features, folders):
     query = features(load_images(folders['test'][:1], 84, features.preprocess))  # 1, 25, 64
-    out = explain_maps(query, [query, query * 0.5 + 1.0], alpha=-12.0, beta=0.0, scale=1.0)  # lam ~ 2.4e-6, rho 1
+    out = explain_maps(query, [query, query * 0.5 + 1.0], alpha=-12.0, beta=0.0, scale=1.0,
+                       reconstruct=True)  # lam ~ 2.4e-6, rho 1
     np.testing.assert_allclose(out['reconstructions'][0, 0], query[0], atol=1e-3 * np.abs(query).max())
     assert np.abs(out['reconstructions'][0, 1] - query[0]).max() > 0.05 * np.abs(query).max()
 
@@ -229,7 +230,7 @@ def test_visualize_decodes_the_query_map_and_its_rebuilds_into_a_third_row(featu
 
     support = [(d.name, [str(p) for p in sorted(d.iterdir())]) for d in sorted((root / 'support').iterdir())]
     query = [str(p) for p in sorted((root / 'query').iterdir())]
-    result = explain(features, support, query)
+    result = explain(features, support, query, reconstruct=True)
     (maps,) = fed
     assert maps.shape == (1 + WAY, 25, 64)
     np.testing.assert_array_equal(maps[0], result['query_maps'][0])

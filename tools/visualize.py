@@ -186,7 +186,8 @@ def main(argv=None):
     if args.inverter:
         decoder, record = inverter.load(args.inverter)
         inverter.check_matches(record, features, args.inverter)
-    result = explain(features, support, queries, top=args.top, positions=args.positions)
+    result = explain(features, support, queries, top=args.top, positions=args.positions,
+                     reconstruct=bool(args.inverter))
     result['names'] = cli.query_names(queries, args.query)
     size = features.image_size
     records = []
