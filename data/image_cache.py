@@ -149,11 +149,9 @@ def build(split, stem, spec, num_workers=0, log=print):
                     f.write(arr.tobytes())
                     offsets[i], shapes[i] = offset, arr.shape
                     offset += arr.nbytes
-            if pool:
-                pool.close()  # all done: let the workers exit
         finally:
             if pool:
-                pool.terminate()  # after an error, the images still queued are not read
+                pool.terminate()  # done, or after an error: the images still queued are not read
                 pool.join()
 
     atomic_write(stem + '.u8', write)
