@@ -150,7 +150,7 @@ def resolve_num_workers(args):
     return note
 
 
-DATASETS = ('mini_imagenet', 'tiered_imagenet', 'cub', 'aircraft', 'omniglot', 'custom')
+DATASETS = ('mini_imagenet', 'tiered_imagenet', 'cub', 'aircraft', 'cars', 'omniglot', 'custom')
 MODELS = ('ResNet12', 'Conv4')
 
 
@@ -185,7 +185,7 @@ def add_common(parser):
     g.add_argument('--eval_resize', choices=('shorter', 'square', 'none'), default=None,
                    help="evaluation resize before the centre crop to S: 'shorter' side to S*92/84, 'square' "
                         "S*92/84 x S*92/84, 'none' (images already S x S); default: the official choice for "
-                        "--dataset (square for cub crops and aircraft, none for tiered_imagenet, shorter for the "
+                        "--dataset (square for cub crops, aircraft and cars, none for tiered_imagenet, shorter for the "
                         "rest and for a cub folder whose name says raw)")
     g = parser.add_argument_group('run')
     g.add_argument('--seed', type=int, default=0, help='seed for the model, the episodes and the augmentation')
@@ -212,7 +212,10 @@ def add_common(parser):
 
 
 def add_training(parser, lr, epoch, milestones):
-    g = parser.add_argument_group('optimisation (Momentum 0.9, Nesterov, MultiStepDecay stepped per epoch)')
+    g = parser.add_argument_group('optimisation (the rate decays by --gamma at each of --milestones, stepped per epoch)')
+    g.add_argument('--opt', default='sgd', choices=('sgd', 'adam'),
+                   help="'sgd': momentum 0.9 with Nesterov; 'adam': Adam (betas 0.9, 0.999, eps 1e-8). Both apply "
+                        "--wd as torch.optim does: an L2 term added to the gradient, not decoupled")
     g.add_argument('--lr', type=float, default=lr, help='initial learning rate')
     g.add_argument('--wd', type=float, default=5e-4, help='weight decay')
     g.add_argument('--gamma', type=float, default=0.1, help='learning-rate decay factor at each milestone')
@@ -223,7 +226,13 @@ def add_training(parser, lr, epoch, milestones):
                    help="'meta': validate on val-split episodes and keep the best model; "
                         "'last': no validation, best_model.pdparams is the last epoch's model")
     g.add_argument('--val_n_way', type=int, default=5, help='classes per validation episode')
-    g.add_argument('--val_n_episode', type=int, default=600, help='validation episodes per epoch')
+    g.add_argument('--val_n_episode', type=int, default=600, help='episodes of each validation')
+    g.add_argument('--val_n_query', type=int, default=None,
+                   help='query images per class in a validation episode (default: --n_query; the official '
+                        'fine-grained recipes validate with 16 while training with 15)')
+    g.add_argument('--val_freq', type=int, default=1,
+                   help='validate after every this many epochs (epochs N, 2N, ... counted from 1, and always after '
+                        'the last); best_model.pdparams is the best of those validations')
     g.add_argument('--save_freq', type=int, default=50, help='also keep <epoch>.pdparams every this many epochs')
     g.add_argument('--resume', default=None,
                    help="continue a run: a <epoch>.pdparams or last_model.pdparams of its folder (the .pdopt "
@@ -291,9 +300,13 @@ def check_file(flag, path, fix):
 
 def check_training(args):
     check_common(args)
-    for name in ('lr', 'epoch', 'val_n_way', 'val_n_episode', 'save_freq', 'print_freq'):
+    for name in ('lr', 'epoch', 'val_n_way', 'val_n_episode', 'val_freq', 'save_freq', 'print_freq'):
         if getattr(args, name) <= 0:
             raise FRNError(f'--{name} must be positive, not {getattr(args, name)}')
+    if args.val_n_query is None:
+        args.val_n_query = args.n_query
+    elif args.val_n_query < 1:
+        raise FRNError(f'--val_n_query must be at least 1, not {args.val_n_query}')
     if not 0 < args.gamma <= 1:
         raise FRNError(f'--gamma must be in (0, 1], not {args.gamma}')
     if args.wd < 0:
@@ -364,11 +377,13 @@ def read_splits(args, *splits):
     return lists
 
 
-def episode_loader(args, split, n_way, n_episode, aug=False, shared=False, flag=None):
-    """Episodes of `n_way`-way args.n_shot-shot args.n_query-query from `split`.
+def episode_loader(args, split, n_way, n_episode, aug=False, shared=False, flag=None, n_query=None,
+                   episodes='random'):
+    """Episodes of `n_way`-way args.n_shot-shot `n_query`-query (default args.n_query) from `split`.
 
     shared=True splits the episodes among the ranks of a distributed run (each rank gets its own).
     flag: the n-way flag, e.g. 'val_n_way'; it names the split, for the error when the split is too small.
+    episodes: 'random' (n_episode episodes per epoch) or 'pass' (the official training sampler).
     """
     from data.datamgr import SetDataManager
     from engine import parallel
@@ -376,9 +391,9 @@ def episode_loader(args, split, n_way, n_episode, aug=False, shared=False, flag=
         raise FRNError(f'--{flag} {n_way} asks for {n_way}-way episodes of the {flag.split("_")[0]} split, which has '
                        f'only {split.n_classes} classes ({split.source}); lower --{flag} to {split.n_classes} or less')
     rank, world = (parallel.rank(), parallel.world_size()) if shared else (0, 1)
-    return SetDataManager(args.image_size, n_way, args.n_shot, args.n_query, n_episode, num_workers=args.num_workers,
-                          seed=args.seed, dataset=args.dataset, rank=rank, world_size=world,
-                          **transform_kwargs(args)).get_data_loader(split, aug=aug)
+    return SetDataManager(args.image_size, n_way, args.n_shot, args.n_query if n_query is None else n_query,
+                          n_episode, num_workers=args.num_workers, seed=args.seed, dataset=args.dataset, rank=rank,
+                          world_size=world, episodes=episodes, **transform_kwargs(args)).get_data_loader(split, aug=aug)
 
 
 def claim_run_dir(args, folder):

@@ -5,8 +5,9 @@
         --model ResNet12 --train_n_way 20 --val_n_way 5 --n_shot 5 --n_query 15 --gpu \
         --pretrain_path ./checkpoints/mini_imagenet/ResNet12_stl_frn_pretrain/best_model.pdparams
 
-Each epoch has --train_n_episode episodes of --train_n_way-way --n_shot-shot --n_query-query.
-meta_frn: the loss is the NLL of the queries plus the auxiliary loss `auxrank` that pushes
+Each epoch has --train_n_episode random episodes of --train_n_way-way --n_shot-shot --n_query-query,
+or, with --episodes pass, the official code's epoch: one pass over the training images without
+replacement (data/dataset.PassEpisodeSampler). meta_frn: the loss is the NLL of the queries plus the auxiliary loss `auxrank` that pushes
 the classes' supports apart; r = [alpha, beta] is trained. meta_proto: the official FRN
 code's ProtoNet (methods/protonet.Proto), the NLL of the queries alone. Writes
 ./checkpoints/<dataset>/<model>_<method>_<way>way_<shot>shot_metatrain/.
@@ -33,9 +34,14 @@ def parse_args(argv=None):
                    help="'meta_frn': FRN with the auxiliary loss; 'meta_proto': the official ProtoNet baseline "
                         "(same optimizer and schedule, no auxiliary loss)")
     g.add_argument('--train_n_way', type=int, default=20, help='classes per training episode')
+    g.add_argument('--episodes', default='random', choices=['random', 'pass'],
+                   help="'random': --train_n_episode independent random episodes per epoch; 'pass': the official "
+                        "FRN sampler, an epoch is one pass over the training images without replacement (classes "
+                        "drawn in proportion to the images they have left; the number of episodes follows from "
+                        "the class sizes and is logged each epoch; --train_n_episode is not used)")
     g.add_argument('--train_n_episode', type=int, default=1000,
-                   help='training episodes per epoch; under paddle.distributed.launch the total over all '
-                        'processes, each taking its share (one episode per process per step)')
+                   help='with --episodes random: training episodes per epoch; under paddle.distributed.launch the '
+                        'total over all processes, each taking its share (one episode per process per step)')
     g.add_argument('--pretrain_path', default=None,
                    help='pretrained weights to start from (best_model.pdparams of pretrain.py, or a converted '
                         'official checkpoint); without it, training starts from a random initialisation')
@@ -58,13 +64,13 @@ def main(argv=None):
         log = cli.start(args, os.path.join(run_dir, 'output.log'))
         for note in lock.notes:
             log(note)
-        if args.train_n_episode % parallel.world_size():
+        if args.episodes == 'random' and args.train_n_episode % parallel.world_size():
             raise FRNError(f'--train_n_episode {args.train_n_episode} must be divisible by the {parallel.world_size()} '
                            f'processes, so that every process takes the same number of steps')
         train_loader = cli.episode_loader(args, train_split, args.train_n_way, args.train_n_episode, aug=True,
-                                          shared=True, flag='train_n_way')
-        val_loader = (cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode, flag='val_n_way')
-                      if args.val == 'meta' else None)
+                                          shared=True, flag='train_n_way', episodes=args.episodes)
+        val_loader = (cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode, flag='val_n_way',
+                                         n_query=args.val_n_query) if args.val == 'meta' else None)
         shots = [args.n_shot, args.n_query]
         if args.method == 'meta_frn':
             model = FRN(way=args.train_n_way, shots=shots, backbone=args.model, image_size=args.image_size)
@@ -78,10 +84,13 @@ def main(argv=None):
                 (f'; kept the initial {", ".join(missing)}' if missing else ''))
         else:
             log('warning: no --pretrain_path; meta-training starts from a random initialisation')
-        log(f'train: {train_split.n_classes} classes, {args.train_n_episode} episodes per epoch | '
-            f'val: {val_split.n_classes} classes | run folder {run_dir}')
+        per_epoch = (f'{args.train_n_episode} episodes per epoch' if args.episodes == 'random' else
+                     'one pass over its images per epoch (--episodes pass)')
+        log(f'train: {train_split.n_classes} classes, {per_epoch} | val: {val_split.n_classes} classes, '
+            f'{args.val_n_way}-way {args.n_shot}-shot {args.val_n_query}-query, every {args.val_freq} epoch(s) | '
+            f'run folder {run_dir}')
         train(args, model, train_loader, step, val_loader,
-              (args.val_n_way, args.n_shot, args.n_query), run_dir, log)
+              (args.val_n_way, args.n_shot, args.val_n_query), run_dir, log)
 
 
 if __name__ == '__main__':

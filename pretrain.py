@@ -56,12 +56,12 @@ def main(argv=None):
         train_loader = SimpleDataManager(args.image_size, args.batch_size, num_workers=args.num_workers, seed=args.seed,
                                          dataset=args.dataset, rank=parallel.rank(), world_size=parallel.world_size(),
                                          **cli.transform_kwargs(args)).get_data_loader(train_split, aug=True)
-        val_loader = (cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode, flag='val_n_way')
-                      if args.val == 'meta' else None)
+        val_loader = (cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode, flag='val_n_way',
+                                         n_query=args.val_n_query) if args.val == 'meta' else None)
         model = FRN(backbone=args.model, is_pretraining=True, num_cat=args.num_classes, image_size=args.image_size)
         log(f'train: {len(train_split)} images of {train_split.n_classes} classes, {len(train_loader)} batches per epoch'
             f' | val: {val_split.n_classes} classes | run folder {run_dir}')
-        train(args, model, train_loader, pretrain_step, val_loader, (args.val_n_way, args.n_shot, args.n_query),
+        train(args, model, train_loader, pretrain_step, val_loader, (args.val_n_way, args.n_shot, args.val_n_query),
               run_dir, log)
 
 

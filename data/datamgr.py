@@ -11,7 +11,7 @@ import numpy as np
 import paddle
 from paddle.io.dataloader.collate import default_collate_fn
 
-from data.dataset import EpisodicBatchSampler, SetDataset, ShuffleBatchSampler, SimpleDataset
+from data.dataset import EpisodicBatchSampler, PassEpisodeSampler, SetDataset, ShuffleBatchSampler, SimpleDataset
 from data.forking import collected_and_frozen
 from data.transforms import get_transform
 from utils import FRNError
@@ -52,6 +52,11 @@ class EpochLoader:
 
     def __len__(self):
         return len(self.batch_sampler)
+
+    def describe_epoch(self):
+        """A line on the current epoch's batches when the sampler has one to say (a pass's episode count), else None."""
+        describe = getattr(self.batch_sampler, 'describe_epoch', None)
+        return describe() if describe else None
 
     def __iter__(self):
         if self.num_workers == 0:
@@ -238,23 +243,35 @@ class SimpleDataManager:
         return EpochLoader(dataset, sampler, self.num_workers)
 
 
+EPISODE_SAMPLERS = ('random', 'pass')
+
+
 class SetDataManager:
     """Few-shot episodes: [n_way, n_support + n_query, 3, H, W] image batches.
 
-    With `world_size` ranks, each rank gets its share of the `n_episode` episodes.
+    episodes='random': `n_episode` independent random episodes per epoch (EpisodicBatchSampler);
+    'pass': the official training sampler, one pass over the images per epoch (PassEpisodeSampler;
+    `n_episode` is not used). With `world_size` ranks, each rank gets its share of the episodes.
     """
 
     def __init__(self, image_size, n_way, n_support, n_query, n_episode, num_workers=0, seed=0,
-                 dataset='mini_imagenet', rank=0, world_size=1, train_type=0, eval_resize='shorter'):
+                 dataset='mini_imagenet', rank=0, world_size=1, train_type=0, eval_resize='shorter',
+                 episodes='random'):
+        if episodes not in EPISODE_SAMPLERS:
+            raise ValueError(f'unknown episode sampler {episodes!r}; choose one of {EPISODE_SAMPLERS}')
         self.image_size, self.n_way, self.n_support, self.n_query = image_size, n_way, n_support, n_query
         self.transforms = {'train_type': train_type, 'eval_resize': eval_resize}
-        self.n_episode, self.seed, self.dataset = n_episode, seed, dataset
+        self.n_episode, self.seed, self.dataset, self.episodes = n_episode, seed, dataset, episodes
         self.num_workers = check_num_workers(num_workers)
         self.rank, self.world_size = rank, world_size
 
     def get_data_loader(self, split, aug):
         dataset = SetDataset(split, split_transform(split, self.image_size, aug, self.dataset, **self.transforms))
-        sampler = EpisodicBatchSampler(split.n_classes, self.n_way, self.n_episode, self.n_support + self.n_query,
-                                       dataset.class_sizes, seed=self.seed, rank=self.rank,
-                                       world_size=self.world_size)
+        if self.episodes == 'pass':
+            sampler = PassEpisodeSampler(self.n_way, self.n_support, self.n_query, dataset.class_sizes,
+                                         seed=self.seed, rank=self.rank, world_size=self.world_size)
+        else:
+            sampler = EpisodicBatchSampler(split.n_classes, self.n_way, self.n_episode,
+                                           self.n_support + self.n_query, dataset.class_sizes, seed=self.seed,
+                                           rank=self.rank, world_size=self.world_size)
         return EpochLoader(dataset, sampler, self.num_workers)

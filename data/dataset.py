@@ -91,6 +91,20 @@ class SetDataset(paddle.io.Dataset):
         return np.stack(images), np.full(len(images), cls, dtype=np.int64)
 
 
+def check_episode_fits(n_classes, n_way, n_per_class, class_sizes):
+    if n_way > n_classes:
+        raise FRNError(f'{n_way}-way episodes need at least {n_way} classes, but the split has {n_classes}; '
+                       f'lower the n_way flag')
+    smallest = min(class_sizes)
+    if n_per_class > smallest:
+        raise FRNError(f'an episode takes n_shot + n_query = {n_per_class} images per class, but the smallest '
+                       f'class has only {smallest}; lower --n_shot or --n_query')
+
+
+# the third seed word of a pass ('PASS'): EpisodicBatchSampler puts an episode index there, far below it
+PASS_STREAM = 0x50415353
+
+
 class EpisodicBatchSampler:
     """Episodes of `n_way` distinct classes with `n_per_class` distinct images each.
 
@@ -100,13 +114,7 @@ class EpisodicBatchSampler:
     """
 
     def __init__(self, n_classes, n_way, n_episodes, n_per_class, class_sizes, seed=0, rank=0, world_size=1):
-        if n_way > n_classes:
-            raise FRNError(f'{n_way}-way episodes need at least {n_way} classes, but the split has {n_classes}; '
-                           f'lower the n_way flag')
-        smallest = min(class_sizes)
-        if n_per_class > smallest:
-            raise FRNError(f'an episode takes n_shot + n_query = {n_per_class} images per class, but the smallest '
-                           f'class has only {smallest}; lower --n_shot or --n_query')
+        check_episode_fits(n_classes, n_way, n_per_class, class_sizes)
         self.n_classes, self.n_way, self.n_episodes = n_classes, n_way, n_episodes
         self.n_per_class, self.class_sizes, self.seed = n_per_class, list(class_sizes), seed
         self.rank, self.world_size = rank, world_size
@@ -132,6 +140,77 @@ class EpisodicBatchSampler:
     def __iter__(self):
         for i in range(len(self)):
             yield self.episode(i)
+
+
+class PassEpisodeSampler:
+    """The official FRN training sampler (datasets/samplers.py `meta_batchsampler`): an epoch is one pass
+    over the training images without replacement.
+
+    Each class's images are shuffled; each episode draws `n_way` distinct classes with probability
+    proportional to the images each still has left, and takes `n_shot` supports, then `n_query`
+    queries, from each; a class leaves the pass once fewer than `n_shot + n_query` images remain,
+    and the epoch ends when fewer than `n_way` classes remain. So the number of episodes varies
+    from epoch to epoch. The pass of epoch `e` depends only on (seed, e), as every sampler here.
+    With several ranks, rank r takes episodes r, r + world_size, ... of the pass, cut to a
+    multiple of world_size so that every rank takes the same number of steps.
+    """
+
+    def __init__(self, n_way, n_shot, n_query, class_sizes, seed=0, rank=0, world_size=1):
+        self.n_classes, self.n_way, self.n_shot, self.n_query = len(class_sizes), n_way, n_shot, n_query
+        self.n_per_class, self.class_sizes, self.seed = n_shot + n_query, list(class_sizes), seed
+        check_episode_fits(self.n_classes, n_way, self.n_per_class, self.class_sizes)
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self._pass = 0, None
+
+    def set_epoch(self, epoch):
+        if epoch != self.epoch:
+            self.epoch, self._pass = epoch, None
+
+    def episodes_of_pass(self):
+        """Every episode of this epoch's pass, over all ranks: [[(class, positions, augmentation seed)] * n_way]."""
+        if self._pass is None:
+            self._pass = self._draw_pass()
+        return self._pass
+
+    def _draw_pass(self):
+        rng = np.random.default_rng([self.seed, self.epoch, PASS_STREAM])
+        left = {c: [int(p) for p in rng.permutation(size)] for c, size in enumerate(self.class_sizes)}
+        episodes = []
+        while len(left) >= self.n_way:
+            classes = list(left)
+            counts = np.array([len(left[c]) for c in classes], dtype=np.float64)
+            chosen = [int(c) for c in rng.choice(classes, size=self.n_way, replace=False, p=counts / counts.sum())]
+            # supports then queries, each taken from the end of the class's shuffled list
+            drawn = {c: [left[c].pop() for _ in range(self.n_shot)] for c in chosen}
+            for c in chosen:
+                drawn[c] += [left[c].pop() for _ in range(self.n_query)]
+            episodes.append([(c, tuple(drawn[c]), int(rng.integers(2**31))) for c in chosen])
+            for c in chosen:
+                if len(left[c]) < self.n_per_class:
+                    del left[c]
+        return episodes
+
+    def global_index(self, i):
+        """Index in the whole pass of this rank's i-th episode."""
+        return self.rank + i * self.world_size
+
+    def episode(self, i):
+        """This rank's i-th episode of the epoch."""
+        return self.episodes_of_pass()[self.global_index(i)]
+
+    def __len__(self):
+        return len(self.episodes_of_pass()) // self.world_size
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self.episode(i)
+
+    def describe_epoch(self):
+        total = len(self.episodes_of_pass())
+        dropped = total - len(self) * self.world_size
+        return (f'{total} episodes in this pass over the training images'
+                + (f' ({dropped} left out so that each of the {self.world_size} processes takes {len(self)})'
+                   if dropped else ''))
 
 
 class ShuffleBatchSampler(paddle.io.DistributedBatchSampler):

@@ -24,8 +24,9 @@ TRAIN_TYPES = (0, 1)
 EVAL_RESIZES = ('shorter', 'square', 'none')
 # --dataset -> (train_type, eval_resize) of the official FRN experiments (datasets/transform_manager.py there):
 # cropped CUB and Aircraft are squashed to a square before the centre crop, tiered-ImageNet is stored at 84 px.
+# Stanford Cars crops are treated as the official code treats the CUB and Aircraft crops.
 OFFICIAL_TRANSFORMS = {'mini_imagenet': (0, 'shorter'), 'cub': (0, 'square'), 'aircraft': (0, 'square'),
-                       'tiered_imagenet': (1, 'none'), 'custom': (0, 'shorter')}
+                       'cars': (0, 'square'), 'tiered_imagenet': (1, 'none'), 'custom': (0, 'shorter')}
 RAW_CUB = (0, 'shorter')  # CUB_fewshot_raw (whole photos), told apart from the crops by its folder name
 
 

@@ -1,9 +1,9 @@
 """The training loop shared by pretrain.py and meta_train.py, with checkpoints and resume.
 
 The scripts plug in what differs: the batch loader and `train_step(model, batch) ->
-(loss, accuracy)`. Everything else is here: Momentum with Nesterov and a
-MultiStepDecay schedule stepped per epoch, validation on episodes, the seed's log
-lines, and checkpoints written atomically.
+(loss, accuracy)`. Everything else is here: the optimizer (SGD with Nesterov momentum, or
+Adam) and a MultiStepDecay schedule stepped per epoch, validation on episodes every
+--val_freq epochs, the seed's log lines, and checkpoints written atomically.
 
 Run folder files:
   best_model.pdparams      model weights of the best validation epoch (or the last, with --val last)
@@ -82,11 +82,22 @@ class BatchTimer:
 
 
 def build_optimizer(args, model):
+    """--opt sgd: torch's SGD(momentum=0.9, nesterov=True); adam: torch's Adam. A float weight_decay is
+    paddle's L2Decay, added to the gradient before the update, as torch.optim applies weight_decay."""
     scheduler = paddle.optimizer.lr.MultiStepDecay(learning_rate=args.lr, milestones=args.milestones,
                                                    gamma=args.gamma)
-    optimizer = paddle.optimizer.Momentum(learning_rate=scheduler, momentum=0.9, use_nesterov=True,
+    if getattr(args, 'opt', 'sgd') == 'adam':
+        optimizer = paddle.optimizer.Adam(learning_rate=scheduler, beta1=0.9, beta2=0.999, epsilon=1e-8,
                                           weight_decay=args.wd, parameters=model.parameters())
+    else:
+        optimizer = paddle.optimizer.Momentum(learning_rate=scheduler, momentum=0.9, use_nesterov=True,
+                                              weight_decay=args.wd, parameters=model.parameters())
     return optimizer, scheduler
+
+
+def validates_after(epoch, args):
+    """Whether epoch `epoch` (0-based) ends with a validation: every --val_freq epochs, and after the last."""
+    return (epoch + 1) % getattr(args, 'val_freq', 1) == 0 or epoch == args.epoch - 1
 
 
 def _accumulator_names(model):
@@ -171,6 +182,9 @@ def read_resume_state(path, args, model):
         if key in saved and hasattr(args, key) and saved[key] != getattr(args, key) and (
                 key not in ('train_n_way', 'n_shot') or args.method == 'meta_frn'):
             mismatch.append(f'--{key} is {saved[key]} there, {getattr(args, key)} here')
+    if saved.get('opt', 'sgd') != getattr(args, 'opt', 'sgd'):  # runs saved before --opt existed used SGD
+        mismatch.append(f'--opt is {saved.get("opt", "sgd")} there, {args.opt} here (its optimizer state cannot '
+                        f'continue another optimizer)')
     own = model.state_dict()
     weights = state['model'] if isinstance(state['model'], dict) else {}
     wrong = [k for k in own if k not in weights or list(weights[k].shape) != list(own[k].shape)]
@@ -193,7 +207,8 @@ def load_resume_state(path, model, optimizer, scheduler, args, log):
     np.random.set_state(state['rng']['numpy'])
     random.setstate(state['rng']['python'])
     changed = [k for k in ('lr', 'wd', 'gamma', 'milestones', 'batch_size', 'seed', 'n_shot', 'n_query',
-                           'train_n_way', 'train_n_episode', 'image_size', 'model')
+                           'train_n_way', 'train_n_episode', 'episodes', 'val_freq', 'val_n_query', 'image_size',
+                           'model')
                if k in state['args'] and state['args'][k] != getattr(args, k, None)]
     if changed:
         log(f'warning: resuming with different {", ".join(changed)} than the saved run')
@@ -225,6 +240,9 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         train_loader.set_epoch(epoch)
         model.train()
         log(f'Epoch {epoch} | lr {optimizer.get_lr():.6g}')
+        about_epoch = getattr(train_loader, 'describe_epoch', lambda: None)()
+        if about_epoch:
+            log(f'Epoch {epoch} | {about_epoch}')
         metrics.epoch_start(epoch, optimizer.get_lr())
         losses, accs = [], []
         timer = BatchTimer()
@@ -251,7 +269,7 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
             continue
 
         val_loss = val_acc = None
-        if args.val == 'meta':
+        if args.val == 'meta' and validates_after(epoch, args):
             # a new cache each time: the weights changed since the last validation
             cache = None if args.no_feature_cache else feature_cache_for(model, val_loader, args.max_cache_mb)
             val_accs, val_loss = evaluate(model, val_loader, *val_episode, cache=cache)
@@ -262,7 +280,7 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
                 atomic_save(model.state_dict(), ckpt('best_model'))
             log(f'val loss is {val_loss:.2f}, val acc is {val_acc:.2f}')
             log(f'model best acc is {best_acc:.2f}, best acc epoch is {best_epoch}')
-        else:
+        elif args.val != 'meta':
             best_epoch = epoch
             atomic_save(model.state_dict(), ckpt('best_model'))
         if epoch % args.save_freq == 0 or epoch == args.epoch - 1:
@@ -272,7 +290,8 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         log(f'This epoch use {minutes:.2f} minutes')
         log(f'train loss is {train_loss:.2f}, train acc is {train_acc:.2f}')
         metrics.epoch_end(epoch, train_loss=float(train_loss), train_acc=float(train_acc), val_loss=val_loss,
-                          val_acc=val_acc, best_acc=best_acc, best_epoch=best_epoch, minutes=round(minutes, 4))
+                          val_acc=val_acc, best_acc=best_acc, best_epoch=best_epoch, minutes=round(minutes, 4),
+                          steps=len(losses))
 
     metrics.close()
     if parallel.world_size() > 1:

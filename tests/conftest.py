@@ -71,3 +71,23 @@ def extract_tiny_subset(dest, classes_per_split=(8, 5, 5), images_per_class=40):
 def tiny_mini(tmp_path_factory):
     """Shared read-only mini-ImageNet-format folder of real photos (8/5/5 classes, 40 images each)."""
     return extract_tiny_subset(tmp_path_factory.mktemp('tiny') / 'tiny_mini')
+
+
+def extract_cars_subset(dest, classes_per_split=(6, 5, 5)):
+    """A class-per-folder dataset of real Stanford Cars crops: the first classes of each split, all their images."""
+    import tarfile
+    tar_path = shared_path('data', 'cars_fewshot.tar')
+    limits = dict(zip(('train', 'val', 'test'), classes_per_split))
+    with tarfile.open(tar_path) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.count('/') == 3]
+        chosen = {split: sorted({m.name.split('/')[2] for m in members if m.name.split('/')[1] == split})[:n]
+                  for split, n in limits.items()}
+        keep = [m for m in members if m.name.split('/')[2] in chosen[m.name.split('/')[1]]]
+        tar.extractall(dest, members=keep, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
+    return pathlib.Path(dest) / 'cars_fewshot'
+
+
+@pytest.fixture(scope='session')
+def cars_small(tmp_path_factory):
+    """Shared read-only class-per-folder folder of real Stanford Cars crops (6/5/5 classes, 24-68 images each)."""
+    return extract_cars_subset(tmp_path_factory.mktemp('cars'))
