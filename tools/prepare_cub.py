@@ -17,7 +17,8 @@ import cli  # noqa: E402  (after the sys.path line; first, as it sets up the pro
 
 @cli.cli_main
 def main(argv=None):
-    from data.prepare_fewshot import IMAGE_FORMATS, format_summary, prepare_cub
+    from data.prepare_fewshot import IMAGE_FORMATS, prepare_cub
+    from data.prepare_output import format_summary
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('source', help='CUB_200_2011.tgz, or the folder it extracts to')
     parser.add_argument('--dst', required=True, help='folder to write CUB_fewshot_cropped/ and CUB_fewshot_raw/ in')
