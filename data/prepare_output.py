@@ -185,3 +185,27 @@ def format_summary(summary):
     lines += [f'note: {note}' for note in summary.get('notes', [])]
     lines += [f'wrote {path}' for path in summary['outputs']]
     return '\n'.join(lines)
+
+
+def preparation_parser(doc, sources_help, outputs, image_formats=None, class_help=None):
+    """The flags every preparation tool shares: its sources, --dst, --overwrite, and --format / --split_file if used."""
+    import argparse
+    parser = argparse.ArgumentParser(description=doc.split('\n')[0])
+    parser.add_argument('sources', nargs='+' if class_help else None, help=sources_help)
+    parser.add_argument('--dst', required=True, help=f'folder to write {" and ".join(outputs)} in')
+    parser.add_argument('--overwrite', action='store_true', help=f'replace {" and ".join(outputs)} if present')
+    if image_formats:
+        parser.add_argument('--format', choices=sorted(image_formats), default='png',
+                            help='file format of the crops: png (lossless, as FRN writes them) or jpeg (quality 95)')
+    if class_help:
+        parser.add_argument('--split_file', default=None,
+                            help=f'a published class split: lines "<train|val|test> <class>", the class given by '
+                                 f'{class_help}; default: FRN\'s rule on the class id (train if id % 2 == 0, '
+                                 f'val if id % 4 == 1, test if id % 4 == 3)')
+    return parser
+
+
+def report(summary, dataset):
+    """Print the summary and the next command."""
+    print(format_summary(summary))
+    print(f'next: --dataset {dataset} --data_path {summary["outputs"][0]}')

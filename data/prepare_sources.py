@@ -214,3 +214,48 @@ def mat_field(record, field, kind, where, number, download):
         raise FRNError(f'{where} entry {number} has no valid {field!r} ({kind.__name__}): {value[:3]!r}; '
                        f'the file is damaged: {download}')
     return kind(value[0])
+
+
+# --- datasets that come as several files --------------------------------------------------------------
+
+def locate(paths, specs, dataset, page):
+    """{key: source} for the files a dataset comes as, found among the given files and folders.
+
+    specs: {key: (archive names, member)} where `member` is the top folder or file the archive
+    holds (or that the user has already extracted). A given path may be one of those archives,
+    the member itself, or a folder holding any of them. Anything else is refused.
+    """
+    found = {}
+    for path in map(lambda p: os.path.abspath(os.fspath(p)), paths):
+        if not os.path.exists(path):
+            raise FRNError(f'{path!r} does not exist; give the {dataset} files from {page} (or their folders)')
+        hits = 0
+        for key, (archives, member) in specs.items():
+            name = os.path.basename(path)
+            if os.path.isfile(path) and name in archives:
+                check_tar(path, name)
+                found[key], hits = TarSource(path), hits + 1
+            elif name == member:
+                found[key], hits = FolderSource(os.path.dirname(path)), hits + 1
+            elif os.path.isdir(path):
+                for archive in archives:
+                    if os.path.isfile(os.path.join(path, archive)):
+                        check_tar(os.path.join(path, archive), archive)
+                        found[key], hits = TarSource(os.path.join(path, archive)), hits + 1
+                        break
+                else:
+                    if os.path.exists(os.path.join(path, member)):
+                        found[key], hits = FolderSource(path), hits + 1
+        if not hits:
+            expected = sorted({n for archives, member in specs.values() for n in archives + (member,)})
+            raise FRNError(f'{path!r} is none of the {dataset} files ({", ".join(expected)}) and holds none of '
+                           f'them; give those files from {page} (or the folders holding them)')
+    return found
+
+
+def read_member(source, rel, download):
+    """The bytes of one metadata file of a source, or an error saying it is missing."""
+    data = source.read_all([rel]).get(rel)
+    if data is None:
+        raise FRNError(f'{source.where(rel)} is missing; {download}')
+    return data
