@@ -23,7 +23,7 @@ def main(argv=None):
     from data.prepare_output import preparation_parser, report
     args = preparation_parser(__doc__, 'the Stanford Cars archives and .mat files, their extracted folders, or a '
                                        'folder holding them', ['Cars_fewshot'], IMAGE_FORMATS,
-                              'its id (1-196), folder or model name').parse_args(argv)
+                              'its id (1-196), folder or model name', several=True).parse_args(argv)
     report(prepare_cars(args.sources, args.dst, overwrite=args.overwrite, image_format=args.format,
                         split_file=args.split_file), 'cars')
 

@@ -22,7 +22,7 @@ def main(argv=None):
     from data.prepare_output import preparation_parser, report
     args = preparation_parser(__doc__, 'images.tar, annotation.tar and lists.tar, their extracted folders, or a '
                                        'folder holding them', ['Dogs_fewshot'], IMAGE_FORMATS,
-                              'its id (1-120), folder (n02085620-Chihuahua) or breed').parse_args(argv)
+                              'its id (1-120), folder (n02085620-Chihuahua) or breed', several=True).parse_args(argv)
     report(prepare_dogs(args.sources, args.dst, overwrite=args.overwrite, image_format=args.format,
                         split_file=args.split_file), 'dogs')
 
