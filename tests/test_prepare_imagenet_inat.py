@@ -360,3 +360,12 @@ def test_an_official_category_outside_50_to_1000_images_means_another_json(inat_
                             str(tmp_path / 'out'))   # the shipped official lists name categories this JSON lacks
     assert code == 2 and 'of the official meta-iNat train list does not have 50 to 1000 boxed images' in err
     assert not (tmp_path / 'out').exists()
+
+
+def test_the_new_datasets_are_flags_with_the_official_transforms():
+    import cli
+    from data.transforms import official_transforms
+    assert {'meta_inat', 'tiered_meta_inat', 'dogs'} <= set(cli.DATASETS)
+    assert official_transforms('meta_inat', '/d/meta_iNat') == (1, 'none')   # experiments/meta-iNat: types 1 and 2
+    assert official_transforms('tiered_meta_inat', '/d/tiered_meta_iNat') == (1, 'none')
+    assert official_transforms('dogs', '/d/Dogs_fewshot') == (0, 'shorter')   # Bi-FRN experiments/dogs: 0 and 0
