@@ -92,12 +92,16 @@ class TarSource:
         wanted, seen = set(rels), set()
         if not wanted:
             return
-        for name, data in tar_members(self.path, lambda name: name.startswith(self.prefix)
-                                      and name[len(self.prefix):] in wanted - seen):
+
+        def want(name):
+            rel = name[len(self.prefix):] if name.startswith(self.prefix) else None
+            return rel in wanted and rel not in seen
+
+        for name, data in tar_members(self.path, want):
             rel = name[len(self.prefix):]
             seen.add(rel)
             yield rel, data
-            if seen == wanted:
+            if len(seen) == len(wanted):
                 return
 
     def read_all(self, rels):
