@@ -150,7 +150,8 @@ def resolve_num_workers(args):
     return note
 
 
-DATASETS = ('mini_imagenet', 'tiered_imagenet', 'cub', 'aircraft', 'cars', 'omniglot', 'custom')
+DATASETS = ('mini_imagenet', 'tiered_imagenet', 'cub', 'aircraft', 'cars', 'meta_inat', 'tiered_meta_inat', 'dogs',
+            'omniglot', 'custom')
 MODELS = ('ResNet12', 'Conv4')
 
 
@@ -181,12 +182,13 @@ def add_common(parser):
     g.add_argument('--n_query', type=int, default=15, help='query images per class in an episode')
     g.add_argument('--train_transform_type', type=int, choices=(0, 1), default=None,
                    help='training crop: 0 RandomResizedCrop(S), 1 RandomCrop(S) with 8 px padding (at 84); default: '
-                        'what the official experiments use for --dataset (1 for tiered_imagenet, else 0)')
+                        'what the official experiments use for --dataset (1 for tiered_imagenet, meta_inat and '
+                        'tiered_meta_inat, else 0)')
     g.add_argument('--eval_resize', choices=('shorter', 'square', 'none'), default=None,
                    help="evaluation resize before the centre crop to S: 'shorter' side to S*92/84, 'square' "
                         "S*92/84 x S*92/84, 'none' (images already S x S); default: the official choice for "
-                        "--dataset (square for cub crops, aircraft and cars, none for tiered_imagenet, shorter for the "
-                        "rest and for a cub folder whose name says raw)")
+                        "--dataset (square for cub crops, aircraft and cars, none for tiered_imagenet and "
+                        "(tiered_)meta_inat, shorter for the rest and for a cub folder whose name says raw)")
     g = parser.add_argument_group('run')
     g.add_argument('--seed', type=int, default=0, help='seed for the model, the episodes and the augmentation')
     g.add_argument('--num_workers', type=int, default=None,

@@ -60,7 +60,8 @@ def main(argv=None):
     args = parse_args(argv)
     run_dir = cli.run_dir(args, 'metatrain')
     with cli.claim_run_dir(args, run_dir) as lock:  # before anything is read or written
-        train_split, val_split = cli.read_splits(args, 'train', 'val')
+        train_split, val_split = cli.read_splits(args, 'train', 'val') if args.val == 'meta' else \
+            (*cli.read_splits(args, 'train'), None)
         log = cli.start(args, os.path.join(run_dir, 'output.log'))
         for note in lock.notes:
             log(note)
@@ -86,9 +87,9 @@ def main(argv=None):
             log('warning: no --pretrain_path; meta-training starts from a random initialisation')
         per_epoch = (f'{args.train_n_episode} episodes per epoch' if args.episodes == 'random' else
                      'one pass over its images per epoch (--episodes pass)')
-        log(f'train: {train_split.n_classes} classes, {per_epoch} | val: {val_split.n_classes} classes, '
-            f'{args.val_n_way}-way {args.n_shot}-shot {args.val_n_query}-query, every {args.val_freq} epoch(s) | '
-            f'run folder {run_dir}')
+        val = (f'{val_split.n_classes} classes, {args.val_n_way}-way {args.n_shot}-shot {args.val_n_query}-query, '
+               f'every {args.val_freq} epoch(s)' if val_split else 'none (--val last)')
+        log(f'train: {train_split.n_classes} classes, {per_epoch} | val: {val} | run folder {run_dir}')
         train(args, model, train_loader, step, val_loader,
               (args.val_n_way, args.n_shot, args.val_n_query), run_dir, log)
 

@@ -45,7 +45,8 @@ def main(argv=None):
     args = parse_args(argv)
     run_dir = cli.run_dir(args, 'pretrain')
     with cli.claim_run_dir(args, run_dir) as lock:  # before anything is read or written
-        train_split, val_split = cli.read_splits(args, 'train', 'val')
+        train_split, val_split = cli.read_splits(args, 'train', 'val') if args.val == 'meta' else \
+            (*cli.read_splits(args, 'train'), None)
         log = cli.start(args, os.path.join(run_dir, 'output.log'))
         for note in lock.notes:
             log(note)
@@ -60,7 +61,7 @@ def main(argv=None):
                                          n_query=args.val_n_query) if args.val == 'meta' else None)
         model = FRN(backbone=args.model, is_pretraining=True, num_cat=args.num_classes, image_size=args.image_size)
         log(f'train: {len(train_split)} images of {train_split.n_classes} classes, {len(train_loader)} batches per epoch'
-            f' | val: {val_split.n_classes} classes | run folder {run_dir}')
+            f' | val: {f"{val_split.n_classes} classes" if val_split else "none (--val last)"} | run folder {run_dir}')
         train(args, model, train_loader, pretrain_step, val_loader, (args.val_n_way, args.n_shot, args.val_n_query),
               run_dir, log)
 

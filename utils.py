@@ -1,4 +1,4 @@
-"""The small helpers everything shares: the user-error type, atomic writes, and the confidence interval.
+"""The small helpers everything shares: the user-error type, atomic writes, path containment, the confidence interval.
 
 It imports only the standard library (numpy and paddle inside the functions that need them),
 so every layer may use it.
@@ -88,6 +88,27 @@ def atomic_write_text(text, path):
 
 def atomic_write_json(obj, path):
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=False) + '\n', path)
+
+
+def inside(root, *parts):
+    """`root` joined with `parts`, refusing any part that would lead outside `root`.
+
+    Names read from metadata, archives or CSVs become paths; a name such as `../../x`, `/etc`
+    or an empty one must not write anywhere but under the destination. Raises FRNError naming
+    the offending part.
+    """
+    root = os.path.abspath(os.fspath(root))
+    for part in parts:
+        part = os.fspath(part)
+        pieces = re.split(r'[\\/]', part)
+        if not part or '\0' in part or os.path.isabs(part) or '..' in pieces or all(p in ('', '.') for p in pieces):
+            raise FRNError(f'the name {part!r} cannot become a file or folder name under {root}: it is empty, '
+                           f'absolute or leads outside it (..); the metadata is damaged or was edited')
+    path = os.path.normpath(os.path.join(root, *map(os.fspath, parts)))
+    if os.path.commonpath([root, path]) != root or path == root:
+        raise FRNError(f'the names {list(map(os.fspath, parts))!r} lead outside {root}; '
+                       f'the metadata is damaged or was edited')
+    return path
 
 
 def mean_confidence_interval(accuracies):

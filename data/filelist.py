@@ -103,8 +103,9 @@ def read_class_folders(data_path, split):
     """`<data_path>/<split>/<class>/<image>`: classes and images in sorted order."""
     root = os.path.join(data_path, split)
     if not os.path.isdir(root):
+        without_val = ' (a dataset without a validation split trains with --val last)' if split == 'val' else ''
         raise FRNError(f'split folder {root!r} does not exist; a class-per-folder dataset needs '
-                       f'{data_path}/train, /val and /test, each holding one subfolder per class')
+                       f'{data_path}/train, /val and /test, each holding one subfolder per class{without_val}')
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not classes:
         raise FRNError(f'split folder {root!r} has no class subfolders; put each class\'s images in '
@@ -128,7 +129,7 @@ def detect_layout(data_path):
     entries = set(os.listdir(data_path))
     if entries & {name for pair in csv_lists.SPLITS.values() for name in pair}:
         return 'mini'
-    if all(os.path.isdir(os.path.join(data_path, s)) for s in SPLIT_NAMES):
+    if all(os.path.isdir(os.path.join(data_path, s)) for s in ('train', 'test')):  # meta-iNat has no val/
         return 'folders'
     raise FRNError(f'{data_path!r} is not a dataset folder this code can read. Expected either the mini-ImageNet '
                    f'format (images/ plus train.csv, val.csv, test.csv or base.json, val.json, novel.json) or '

@@ -23,27 +23,24 @@ data/init_Aircraft_fewshot.py), and so what this module does:
   this one does not: `--cache_dir` (tools/build_image_cache.py) does that job here.
 
 Everything is checked on the way (metadata present and well-formed, every listed image there
-and decodable, every box inside its image with a positive size), and everything is built in a
-temp folder beside the target and renamed into place at the end, so a failure leaves nothing.
-An archive is read as a stream, twice: once for the metadata and once for the images; nothing
-is extracted to disk.
+and decodable, every box inside its image with a positive size, no two images of a class with
+one file name, every name kept inside the output), and everything is built in a temp folder
+beside the target and renamed into place at the end, so a failure leaves nothing
+(data/prepare_output.py). An archive is read as a stream, twice: once for the metadata and
+once for the images; nothing is extracted to disk (data/prepare_sources.py). The crop and
+write steps here also serve Stanford Cars and Dogs (data/prepare_cars_dogs.py).
 """
-import contextlib
-import io
 import os
-import shutil
-import sys
-import tarfile
-import tempfile
-import zlib
 
-from PIL import Image, UnidentifiedImageError
-
+from data.decode import decode_image
+from data.prepare_output import output_path, progress, save_bytes, save_image, staged_output
+from data.prepare_sources import open_source, read_metadata, rows, numbers, unique
 from utils import FRNError, atomic_write_json
 
 SPLITS = ('train', 'val', 'test')
 IMAGE_FORMATS = {'png': ('PNG', '.png', {}), 'jpeg': ('JPEG', '.jpg', {'quality': 95})}
 SPLIT_FILE = 'split.json'   # in each output folder: per split, class folder -> original class, and counts
+FRN_RULE = 'class i: train if i % 2 == 0, val if i % 4 == 1, test if i % 4 == 3'
 
 CUB_PAGE = 'https://www.vision.caltech.edu/datasets/cub_200_2011/'
 AIRCRAFT_PAGE = 'https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/'
@@ -56,136 +53,6 @@ def fewshot_split(number):
     if number % 2 == 0:
         return 'train'
     return 'val' if number % 4 == 1 else 'test'
-
-
-# --- reading an archive or its extracted folder ---------------------------------------------------
-
-class FolderSource:
-    """An extracted archive: metadata and images are files under `root`."""
-
-    def __init__(self, root):
-        self.root = root
-
-    def where(self, rel):
-        return os.path.join(self.root, rel)
-
-    def read_all(self, rels):
-        """The bytes of each file in `rels` that exists."""
-        found = {}
-        for rel in rels:
-            if os.path.isfile(self.where(rel)):
-                with open(self.where(rel), 'rb') as f:
-                    found[rel] = f.read()
-        return found
-
-    def missing(self, rels):
-        """Files of `rels` that are not there: known before any image is processed."""
-        return [rel for rel in rels if not os.path.isfile(self.where(rel))]
-
-    def iter_files(self, rels):
-        """(rel, bytes) for each file of `rels` that exists, in the order given."""
-        for rel in rels:
-            if os.path.isfile(self.where(rel)):
-                with open(self.where(rel), 'rb') as f:
-                    yield rel, f.read()
-
-
-class TarSource:
-    """A .tgz / .tar.gz read front to back as a stream, since seeking back in gzip means decompressing again."""
-
-    def __init__(self, path, prefix):
-        self.path, self.prefix = path, prefix
-
-    def where(self, rel):
-        return f'{self.path}:{self.prefix}{rel}'
-
-    def _members(self, wanted):
-        """(rel, bytes) of the regular files whose name is `prefix + rel` for a rel in `wanted`."""
-        wanted, seen = set(wanted), set()
-        try:
-            with tarfile.open(self.path, mode='r|*') as tar:
-                for member in tar:
-                    name = os.path.normpath(member.name)
-                    rel = name[len(self.prefix):] if name.startswith(self.prefix) else None
-                    if rel in wanted and rel not in seen and member.isfile():
-                        seen.add(rel)
-                        yield rel, tar.extractfile(member).read()
-                        if seen == wanted:
-                            return
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-            raise FRNError(f'cannot read archive {self.path!r} ({type(err).__name__}: {err}); it is truncated '
-                           f'or damaged: download it again, or give its extracted folder') from None
-
-    def read_all(self, rels):
-        return dict(self._members(rels))
-
-    def missing(self, rels):
-        return []   # only known once the stream has been read
-
-    def iter_files(self, rels):
-        return self._members(rels)
-
-
-def open_source(path, tar_prefix, folder_candidates, key, archive_name):
-    """A FolderSource or TarSource for `path`, which must be the archive or a folder it extracts to."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.isdir(path):
-        for sub in folder_candidates:
-            if os.path.isfile(os.path.join(path, sub, key)):
-                return FolderSource(os.path.normpath(os.path.join(path, sub)))
-        looked = ', '.join(os.path.normpath(os.path.join(path, sub, key)) for sub in folder_candidates)
-        raise FRNError(f'{path!r} is not an extracted {archive_name}: found none of {looked}; give the archive '
-                       f'{archive_name} or the folder it extracts to')
-    if not os.path.exists(path):
-        raise FRNError(f'{path!r} does not exist; give the archive {archive_name} or the folder it extracts to')
-    if not tarfile.is_tarfile(path):
-        raise FRNError(f'{path!r} is not a tar archive; give the archive {archive_name} '
-                       f'(or the folder it extracts to)')
-    return TarSource(path, tar_prefix)
-
-
-def read_metadata(source, names, archive_name, page):
-    """The text of each metadata file; a clear error naming the first one that is absent."""
-    texts = source.read_all(names)
-    if not texts:
-        raise FRNError(f'{source.where("")} holds none of {", ".join(names)}: this is not {archive_name} '
-                       f'(another archive?). Give {archive_name} from {page}, or the folder it extracts to')
-    for name in names:
-        if name not in texts:
-            raise FRNError(f'{source.where(name)} is missing: this is not a complete {archive_name}. '
-                           f'Download {archive_name} again from {page} and give it (or its extracted folder)')
-    try:
-        return {name: texts[name].decode('utf-8') for name in names}
-    except UnicodeDecodeError as err:
-        raise FRNError(f'{source.where(name)} is not a text file ({err}); the archive is damaged, '
-                       f'download {archive_name} again') from None
-
-
-def rows(text, where, n_fields, maxsplit=-1):
-    """(line number, fields) of each non-blank line, which must have exactly `n_fields` fields."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.strip().split(None if maxsplit < 0 else ' ', maxsplit)
-        if len(fields) != n_fields:
-            raise FRNError(f'{where} line {number} is {line.strip()!r}, expected {n_fields} fields; '
-                           f'the file is damaged: download the archive again')
-        yield number, fields
-
-
-def numbers(fields, convert, where, number):
-    """The fields converted by `convert` (int or float), with the line named when one is not a number."""
-    try:
-        return [convert(x) for x in fields]
-    except ValueError:
-        raise FRNError(f'{where} line {number} has {" ".join(fields)!r} where numbers belong; '
-                       f'the file is damaged: download the archive again') from None
-
-
-def unique(mapping, key, where, number):
-    """Refuse a key seen twice: a repeated image or class means a damaged or edited list."""
-    if key in mapping:
-        raise FRNError(f'{where} line {number} repeats {key!r}; the file is damaged: download the archive again')
 
 
 # --- what goes where --------------------------------------------------------------------------------
@@ -280,93 +147,69 @@ def aircraft_plan(source):
 
 # --- writing ----------------------------------------------------------------------------------------
 
-def crop(data, box, where):
-    """The decoded image cut to `box` rounded edge by edge, as PIL rounds it; refuses boxes outside the image."""
-    left, top, right, bottom = (int(round(v)) for v in box)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            if not (0 <= left < right <= width and 0 <= top < bottom <= height):
-                raise FRNError(f'the bounding box of {where} is ({left}, {top}, {right}, {bottom}) as (left, top, '
-                               f'right, bottom), which is not inside the {width}x{height} image; the box list is '
-                               f'damaged or belongs to other images: download the archive again')
-            img.load()
-            image = img if img.mode in ('L', 'RGB') else img.convert('RGB')   # e.g. CMYK cannot be a PNG
-            return image.crop((left, top, right, bottom))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise FRNError(f'cannot read image {where} ({err}); the archive is damaged: download it again') from None
+def crop(data, box, where, clip=False):
+    """(the decoded image cut to `box`, rounded edge by edge as PIL rounds it, whether the box was clipped).
+
+    A box outside the image is refused; with `clip`, a box reaching past the image's edge is cut
+    to the image instead (and reported), and only one with no area inside the image is refused.
+    """
+    image = decode_image(data, where)
+    width, height = image.size
+    left, top, right, bottom = edges = tuple(int(round(v)) for v in box)
+    if clip:
+        left, top, right, bottom = max(left, 0), max(top, 0), min(right, width), min(bottom, height)
+    if not (0 <= left < right <= width and 0 <= top < bottom <= height):
+        raise FRNError(f'the bounding box of {where} is {edges} as (left, top, right, bottom), which is not '
+                       f'inside the {width}x{height} image; the box list is damaged or belongs to other images: '
+                       f'download the archive again')
+    if image.mode not in ('L', 'RGB'):
+        image = image.convert('RGB')   # e.g. CMYK cannot be a PNG
+    return image.crop((left, top, right, bottom)), (left, top, right, bottom) != edges
 
 
-@contextlib.contextmanager
-def staged_output(dst, names, overwrite):
-    """A temp folder in `dst` to build `names` in; they are renamed into `dst` at the end, or all deleted."""
-    dst = os.path.abspath(os.fspath(dst))
-    if os.path.exists(dst) and not os.path.isdir(dst):
-        raise FRNError(f'--dst {dst!r} is a file; give a folder')
-    refuse_existing(dst, names, overwrite)
-    created = not os.path.exists(dst)
-    os.makedirs(dst, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.{names[0]}.', suffix='.partial', dir=dst)
-    try:
-        yield tmp
-        refuse_existing(dst, names, overwrite)   # someone may have made it in the meantime
-        for name in names:
-            target = os.path.join(dst, name)
-            old = os.path.join(tmp, f'{name}.old')   # a replaced folder goes with tmp below
-            if os.path.exists(target):
-                os.rename(target, old)
-            try:
-                os.rename(os.path.join(tmp, name), target)
-            except BaseException:
-                if os.path.exists(old):
-                    os.rename(old, target)
-                raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created and not os.listdir(dst):
-            os.rmdir(dst)
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
+def write_images(parts, crop_root, raw_root, image_format, desc, clip=False):
+    """Crop (and for CUB copy) every item of each (source, items) into its split/class folder.
 
-
-def refuse_existing(dst, names, overwrite):
-    for name in names:
-        if os.path.exists(os.path.join(dst, name)) and not overwrite:
-            raise FRNError(f'{os.path.join(dst, name)} already exists; remove it, choose another --dst, '
-                           f'or pass --overwrite to replace it')
-
-
-def progress(iterable, total, desc):
-    """A tqdm bar on a terminal, nothing in logs."""
-    from tqdm import tqdm
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not sys.stdout.isatty())
-
-
-def write_images(source, items, crop_root, raw_root, image_format, desc):
-    """Crop (and for CUB copy) every item into its split/class folder; every listed image must be found."""
+    Every listed image must be found. Returns the names of the images whose box was clipped.
+    """
     pil_format, ext, options = IMAGE_FORMATS[image_format]
-    by_rel = {item.rel: item for item in items}
-    absent = source.missing(list(by_rel))
-    done = set()
-    if not absent:
-        for rel, data in progress(source.iter_files(list(by_rel)), len(by_rel), desc):
-            item = by_rel[rel]
-            folder = os.path.join(item.split, item.folder)
-            image = crop(data, item.box, source.where(rel))
-            os.makedirs(os.path.join(crop_root, folder), exist_ok=True)
-            image.save(os.path.join(crop_root, folder, item.stem + ext), pil_format, **options)
-            if raw_root:
-                os.makedirs(os.path.join(raw_root, folder), exist_ok=True)
-                with open(os.path.join(raw_root, folder, os.path.basename(rel)), 'wb') as f:
-                    f.write(data)   # the original bytes, as the official script copies them
-            done.add(rel)
-        absent = sorted(set(by_rel) - done)
-    if absent:
-        raise FRNError(f'{len(absent)} listed image(s) are not in the source, e.g. {source.where(absent[0])}; '
-                       f'the archive is incomplete: download it again (the annotations-only archive has no images)')
+    crops, raws, clipped = {}, {}, []
+    planned = []
+    for source, items in parts:
+        for item in items:
+            where = source.where(item.rel)
+            planned.append((source, item, output_path(crop_root, item.split, item.folder, item.stem + ext, crops,
+                                                      where),
+                            raw_root and output_path(raw_root, item.split, item.folder, os.path.basename(item.rel),
+                                                     raws, where)))
+    total = sum(len(items) for _, items in parts)
+    bar = progress(None, total, desc)
+    for source, items in parts:
+        by_rel = {item.rel: (item, crop_path, raw_path) for src, item, crop_path, raw_path in planned
+                  if src is source}
+        absent = source.missing(list(by_rel))
+        if not absent:
+            done = set()
+            for rel, data in source.iter_files(list(by_rel)):
+                item, crop_path, raw_path = by_rel[rel]
+                image, was_clipped = crop(data, item.box, source.where(rel), clip)
+                save_image(image, crop_path, pil_format, options)
+                if raw_path:
+                    save_bytes(data, raw_path)   # the original bytes, as the official script copies them
+                if was_clipped:
+                    clipped.append(source.where(rel))
+                done.add(rel)
+                bar.update()
+            absent = sorted(set(by_rel) - done)
+        if absent:
+            raise FRNError(f'{len(absent)} listed image(s) are not in the source, e.g. {source.where(absent[0])}; '
+                           f'the archive is incomplete: download it again (an annotations-only archive has no '
+                           f'images)')
+    bar.close()
+    return clipped
 
 
-def summarize(dataset, source_path, outputs, items, class_names, image_format):
+def summarize(dataset, source_path, outputs, items, class_names, image_format, split_rule=FRN_RULE):
     """Per split, the classes (folder -> original class) and image counts: the one record both outputs share."""
     splits = {split: {'classes': {}, 'images': 0} for split in SPLITS}
     split_of = {}
@@ -376,30 +219,27 @@ def summarize(dataset, source_path, outputs, items, class_names, image_format):
     for folder, name in class_names.items():   # in the order of the dataset's class list
         splits[split_of[folder]]['classes'][folder] = name
     return {'dataset': dataset, 'source': os.path.abspath(os.fspath(source_path)), 'outputs': outputs,
-            'crop_format': image_format, 'split_rule': 'class i: train if i % 2 == 0, val if i % 4 == 1, '
-                                                      'test if i % 4 == 3', 'splits': splits}
+            'crop_format': image_format, 'split_rule': split_rule, 'splits': splits}
 
 
-def format_summary(summary):
-    """The summary for people: one line per split, then what was written."""
-    lines = [f'{summary["dataset"]} from {summary["source"]}:']
-    for split, entry in summary['splits'].items():
-        lines.append(f'  {split:<5} {len(entry["classes"]):>4} classes {entry["images"]:>7,} images')
-    lines += [f'wrote {path}' for path in summary['outputs']]
-    return '\n'.join(lines)
-
-
-def build(dataset, source, source_path, items, class_names, dst, names, image_format, overwrite):
-    """Write the crops to names[0] (and the raw images to names[1] if given) under `dst`, atomically."""
+def build(dataset, parts, source_path, class_names, dst, names, image_format, overwrite, split_rule=FRN_RULE,
+          clip=False):
+    """Write the crops of each (source, items) to names[0] (and the raw images to names[1] if given), atomically."""
     if image_format not in IMAGE_FORMATS:
         raise FRNError(f'image format {image_format!r} is not one of {", ".join(IMAGE_FORMATS)}')
     dst = os.path.abspath(os.fspath(dst))
+    items = [item for _, part in parts for item in part]
     summary = summarize(dataset, source_path, [os.path.join(dst, name) for name in names], items, class_names,
-                        image_format)
+                        image_format, split_rule)
     with staged_output(dst, names, overwrite) as tmp:
         roots = [os.path.join(tmp, name) for name in names]
-        write_images(source, items, roots[0], roots[1] if len(roots) > 1 else None, image_format,
-                     desc=f'{dataset} images')
+        clipped = write_images(parts, roots[0], roots[1] if len(roots) > 1 else None, image_format,
+                               desc=f'{dataset} images', clip=clip)
+        if clip:
+            summary['clipped_boxes'] = clipped
+            if clipped:
+                summary['notes'] = [f'{len(clipped)} box(es) reached past the edge of their image and were cut to '
+                                    f'it, e.g. {clipped[0]} (all are listed in {SPLIT_FILE})']
         for root in roots:
             atomic_write_json(summary, os.path.join(root, SPLIT_FILE))
     return summary
@@ -409,7 +249,7 @@ def prepare_cub(src, dst, overwrite=False, image_format='png'):
     """CUB_200_2011.tgz (or its folder) -> dst/CUB_fewshot_cropped and dst/CUB_fewshot_raw. Returns the summary."""
     source = open_source(src, 'CUB_200_2011/', ('.', 'CUB_200_2011'), 'images.txt', 'CUB_200_2011.tgz')
     items, class_ids = cub_plan(source)
-    return build('CUB-200-2011', source, src, items, class_ids, dst, ('CUB_fewshot_cropped', 'CUB_fewshot_raw'),
+    return build('CUB-200-2011', [(source, items)], src, class_ids, dst, ('CUB_fewshot_cropped', 'CUB_fewshot_raw'),
                  image_format, overwrite)
 
 
@@ -418,5 +258,5 @@ def prepare_aircraft(src, dst, overwrite=False, image_format='png'):
     source = open_source(src, 'fgvc-aircraft-2013b/data/', ('.', 'data', 'fgvc-aircraft-2013b/data'),
                          'variants.txt', 'fgvc-aircraft-2013b.tar.gz')
     items, variant_names = aircraft_plan(source)
-    return build('FGVC-Aircraft 2013b', source, src, items, variant_names, dst, ('Aircraft_fewshot',),
+    return build('FGVC-Aircraft 2013b', [(source, items)], src, variant_names, dst, ('Aircraft_fewshot',),
                  image_format, overwrite)

@@ -23,10 +23,13 @@ STD = [0.229, 0.224, 0.225]
 TRAIN_TYPES = (0, 1)
 EVAL_RESIZES = ('shorter', 'square', 'none')
 # --dataset -> (train_type, eval_resize) of the official FRN experiments (datasets/transform_manager.py there):
-# cropped CUB and Aircraft are squashed to a square before the centre crop, tiered-ImageNet is stored at 84 px.
-# Stanford Cars crops are treated as the official code treats the CUB and Aircraft crops.
+# cropped CUB and Aircraft are squashed to a square before the centre crop, tiered-ImageNet and (tiered)
+# meta-iNat are stored at 84 px (train type 1, test type 2 in experiments/meta-iNat); Stanford Cars crops are
+# treated as the official code treats the CUB and Aircraft crops; Stanford Dogs as Bi-FRN trains it with FRN's
+# recipes (experiments/dogs: train and test transform type 0).
 OFFICIAL_TRANSFORMS = {'mini_imagenet': (0, 'shorter'), 'cub': (0, 'square'), 'aircraft': (0, 'square'),
-                       'cars': (0, 'square'), 'tiered_imagenet': (1, 'none'), 'custom': (0, 'shorter')}
+                       'cars': (0, 'square'), 'tiered_imagenet': (1, 'none'), 'meta_inat': (1, 'none'),
+                       'tiered_meta_inat': (1, 'none'), 'dogs': (0, 'shorter'), 'custom': (0, 'shorter')}
 RAW_CUB = (0, 'shorter')  # CUB_fewshot_raw (whole photos), told apart from the crops by its folder name
 
 

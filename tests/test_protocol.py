@@ -114,3 +114,18 @@ def test_adam_applies_weight_decay_as_torch_adam_does():
         assert np.abs(layer.weight.numpy() - torch_adam(start, grads, 0.1, 0.05, 5, decoupled=True)).max() > 1e-3
     finally:
         paddle.set_default_dtype('float32')
+
+
+def test_a_dataset_without_a_validation_split_trains_with_val_last(cars_small, tmp_path):
+    """meta-iNat's folders have train/ and test/ only; the official recipes train them with --no_val (our --val last)."""
+    data = tmp_path / 'no_val'
+    data.mkdir()
+    for split in ('train', 'test'):
+        (data / split).symlink_to(cars_small / split)
+    result = meta_train(data, tmp_path, '--epoch', '1', '--val', 'last')
+    run_dir = tmp_path / 'checkpoints' / 'cars' / 'Conv4_meta_frn_4way_2shot_metatrain'
+    assert (run_dir / 'best_model.pdparams').is_file()
+    assert 'val: none (--val last)' in (run_dir / 'output.log').read_text(), result.stdout
+    (tmp_path / 'other').mkdir()
+    refused = meta_train(data, tmp_path / 'other', '--epoch', '1', check=False)
+    assert refused.returncode == 2 and 'trains with --val last' in refused.stderr
