@@ -150,7 +150,8 @@ def resolve_num_workers(args):
     return note
 
 
-DATASETS = ('mini_imagenet', 'tiered_imagenet', 'cub', 'aircraft', 'cars', 'omniglot', 'custom')
+DATASETS = ('mini_imagenet', 'tiered_imagenet', 'cub', 'aircraft', 'cars', 'meta_inat', 'tiered_meta_inat', 'omniglot',
+            'custom')
 MODELS = ('ResNet12', 'Conv4')
 
 

@@ -26,7 +26,8 @@ EVAL_RESIZES = ('shorter', 'square', 'none')
 # cropped CUB and Aircraft are squashed to a square before the centre crop, tiered-ImageNet is stored at 84 px.
 # Stanford Cars crops are treated as the official code treats the CUB and Aircraft crops.
 OFFICIAL_TRANSFORMS = {'mini_imagenet': (0, 'shorter'), 'cub': (0, 'square'), 'aircraft': (0, 'square'),
-                       'cars': (0, 'square'), 'tiered_imagenet': (1, 'none'), 'custom': (0, 'shorter')}
+                       'cars': (0, 'square'), 'tiered_imagenet': (1, 'none'), 'meta_inat': (1, 'none'),
+                       'tiered_meta_inat': (1, 'none'), 'custom': (0, 'shorter')}
 RAW_CUB = (0, 'shorter')  # CUB_fewshot_raw (whole photos), told apart from the crops by its folder name
 
 
