@@ -238,6 +238,8 @@ def test_recipe_trains_and_tests_as_the_official_experiment(key, plans, data, tm
         expected['pretrain_path'] = 'w.pdparams'
     args = parse(words, placeholder)
     assert vars(args) == reference(script, expected, data, placeholder)
+    # ours validates after epochs N, 2N, ... and the last; the official code after N, 2N, ...: the same epochs
+    assert args.val == 'last' or args.epoch % args.val_freq == 0
     run_dir = cli.run_dir(args, stage)
     assert comment == f'# {stage}: run folder {run_dir}'
     if kind(key) == 'finetune':  # from this recipe's own pretraining, which runs first
