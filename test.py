@@ -8,7 +8,8 @@ Runs --test_task_nums tasks of --test_n_episode episodes (--test_n_way-way, --n_
 --n_query queries per class, eval transform). Episodes are fixed by --seed, so two runs
 print the same numbers. Prints '<episodes> Test Acc = <mean>% +- <1.96 std / sqrt(episodes)>%'
 per task, then the mean and interval over all episodes, and writes results/<way>w<shot>s/<dataset>_<model>_<method>.json
-and .log.
+and .log. The JSON also holds every episode's accuracy and fingerprints of the test split and of the episodes,
+so that tools/compare_results.py can compare two models tested on the same episodes, episode by episode.
 """
 import os
 import time
@@ -22,6 +23,7 @@ from engine import parallel
 from engine.evaluation import evaluate
 from engine.feature_cache import feature_cache_for
 from data import preprocess
+from data.dataset import episodes_fingerprint
 from methods.checkpoint import load_model
 from methods.FRN import FRN
 from methods.protonet import Proto, PrototypeClassifier
@@ -88,9 +90,12 @@ def input_preprocessing(args, log):
 
 
 def gather_episodes(accs, sampler):
-    """Under paddle.distributed.launch each rank evaluates its share of the episodes; put them back in order."""
-    shares = parallel.gather_objects([(sampler.global_index(i), acc) for i, acc in enumerate(accs)])
-    return np.array([acc for _, acc in sorted(pair for share in shares for pair in share)])
+    """(accuracies, episodes) of the whole task in its order: under paddle.distributed.launch each rank
+    evaluates its share of the episodes, and these are put back together."""
+    shares = parallel.gather_objects([(sampler.global_index(i), acc, sampler.episode(i))
+                                      for i, acc in enumerate(accs)])
+    ordered = sorted((item for share in shares for item in share), key=lambda item: item[0])
+    return np.array([acc for _, acc, _ in ordered]), [episode for _, _, episode in ordered]
 
 
 @cli_main
@@ -128,15 +133,16 @@ def main(argv=None):
     log('evaluation: ' + ('per episode, the backbone on every image of every episode (--no_feature_cache)'
                           if cache is None else 'each image embedded once, heads run on the cached feature maps'))
 
-    start, tasks, all_accs = time.time(), [], []
+    start, tasks, all_accs, drawn = time.time(), [], [], []
     for task in range(args.test_task_nums):
         loader.set_epoch(task)  # task t has its own fixed episodes
         accs, _ = evaluate(model, loader, args.test_n_way, args.n_shot, args.n_query, desc=f'task {task}',
                            cache=cache)
-        accs = gather_episodes(accs, loader.batch_sampler)
+        accs, episodes = gather_episodes(accs, loader.batch_sampler)
         acc, ci = mean_confidence_interval(accs)
         tasks.append({'acc': acc, 'ci95': ci, 'episodes': len(accs)})
-        all_accs.extend(accs)
+        all_accs.extend(accs.tolist())
+        drawn.append(episodes)
         log(f'{len(accs)} Test Acc = {acc:.2f}% +- {ci:.2f}%')
     if cache is not None:
         log(cache.describe())
@@ -153,7 +159,10 @@ def main(argv=None):
                        'train_transform_type': args.train_transform_type, 'seed': args.seed,
                        'feature_cache': cache is not None, 'classifier': args.classifier,
                        'preprocess': record or preprocess.record_for(args.dataset, args.image_size, args.eval_resize),
-                       'paddle': paddle.__version__, 'seconds': round(time.time() - start, 1)},
+                       'paddle': paddle.__version__, 'seconds': round(time.time() - start, 1),
+                       # what tools/compare_results.py needs to compare two models episode by episode
+                       'split_sha256': test_split.fingerprint(args.data_path),
+                       'episodes_sha256': episodes_fingerprint(drawn, args.n_shot), 'episode_accs': all_accs},
                       stem + '.json')
     log(f'results written to {stem}.json')
 

@@ -6,6 +6,7 @@ So a run is reproducible whatever `num_workers` is, and a resumed run sees exact
 the batches an uninterrupted one would have.
 """
 import contextlib
+import hashlib
 import random
 
 import numpy as np
@@ -140,6 +141,19 @@ class EpisodicBatchSampler:
     def __iter__(self):
         for i in range(len(self)):
             yield self.episode(i)
+
+
+def episodes_fingerprint(tasks, n_shot):
+    """SHA-256 of the episodes of each task (lists of `episode(i)` in order): each episode's classes with the
+    positions of their support and of their query images. The augmentation seeds are left out (evaluation does
+    not augment). Two test runs with the same value, on splits of the same fingerprint, saw the same episodes."""
+    digest = hashlib.sha256()
+    for task, episodes in enumerate(tasks):
+        for episode in episodes:
+            classes = ';'.join(f'{c}:{",".join(map(str, p[:n_shot]))}|{",".join(map(str, p[n_shot:]))}'
+                               for c, p, *_ in episode)
+            digest.update(f'{task}/{classes}\n'.encode())
+    return digest.hexdigest()
 
 
 class PassEpisodeSampler:

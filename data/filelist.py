@@ -10,6 +10,7 @@ The CSV checks live in write_miniImagenet_filelist.py, which must also run alone
 copied into a dataset folder (the seed's usage) and so imports only the standard library.
 """
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -46,6 +47,16 @@ class SplitList:
         for i, label in enumerate(self.labels):
             members[label].append(i)
         return members
+
+    def fingerprint(self, root):
+        """SHA-256 of the images and labels in list order: the paths relative to the dataset folder `root`
+        ('/'-separated; names of images that are no files, as they are), so the same data gives the same value
+        wherever it is stored. Episodes are drawn by position in this list, so equal lists mean equal images."""
+        digest = hashlib.sha256()
+        for path, label in zip(self.image_paths, self.labels):
+            name = os.path.relpath(path, root).replace(os.sep, '/') if os.path.isabs(path) else path
+            digest.update(f'{name}\t{label}\n'.encode())
+        return digest.hexdigest()
 
     def subset(self, classes):
         """Only the given labels (renumbered 0..k-1 in the order given); for small runs and tests."""

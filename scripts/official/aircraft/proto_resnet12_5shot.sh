@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# ProtoNet, ResNet-12, 5-shot, on FGVC-Aircraft crops (tools/prepare_aircraft.py), for the paper's Aircraft table:
+# the official experiments/Aircraft_fewshot/Proto/ResNet-12_5-shot/train.sh
+# (usage, stages and paths: scripts/official/stages.sh).
+DATASET=aircraft MODEL=ResNet12 METHOD=meta_proto WAY=10 SHOT=5 TEST_SHOTS="5"
+TRANSFORMS=(--train_transform_type 0 --eval_resize square)
+METATRAIN=(--opt sgd --lr 1e-1 --gamma 1e-1 --epoch 1200 --milestones 400 800 --wd 5e-4 --val_freq 20)
+source "$(dirname "$0")/../stages.sh"
