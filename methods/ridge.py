@@ -48,7 +48,7 @@ def recon_dist(query, support, alpha, beta, solver='cholesky', form=None):
     rho = paddle.exp(beta)
     if solver == 'inverse':
         return _inverse_dist(query, support, lam, rho, form)
-    dist, _ = _cholesky_parts(query, support, lam, rho, form)
+    dist, _ = _cholesky_parts(query, support, lam, rho, form, with_weights=False)
     return paddle.cast(dist, query.dtype)
 
 
@@ -82,15 +82,15 @@ def _pick_form(support, solver, form):
     return form
 
 
-def _cholesky_parts(query, support, lam, rho, form):
-    """(dist [M, way], ridge weights W [way, M, kr]) in float64, through the Cholesky solver of `form`.
+def _cholesky_parts(query, support, lam, rho, form, with_weights=True):
+    """(dist [M, way], ridge weights W [way, M, kr] or None) in float64, through the Cholesky solver of `form`.
 
-    float64 throughout: the kr x kr form subtracts ||q||^2 - (projection), which
-    cancels when the reconstruction is good; float64 keeps a float32 model's
-    distances exact to float32 rounding at little cost, as the matrices are small.
+    float64 throughout: both forms expand the squared residual into terms that cancel
+    when the reconstruction is good; float64 keeps a float32 model's distances exact to
+    float32 rounding at little cost, as the matrices are small.
     """
     query, support, lam, rho = (paddle.cast(t, 'float64') for t in (query, support, lam, rho))
-    return (_cholesky_kr_dist if form == 'kr' else _cholesky_d_dist)(query, support, lam, rho)
+    return (_cholesky_kr_dist if form == 'kr' else _cholesky_d_dist)(query, support, lam, rho, with_weights)
 
 
 def _inverse_dist(query, support, lam, rho, form):
@@ -125,7 +125,7 @@ def _inverse_cholesky_factor(gram, lam):
     return paddle.linalg.triangular_solve(chol, paddle.tile(eye, [gram.shape[0], 1, 1]), upper=False)
 
 
-def _cholesky_kr_dist(query, support, lam, rho):
+def _cholesky_kr_dist(query, support, lam, rho, with_weights=True):
     """kr x kr form, expanded so that nothing of size way x M x d is formed.
 
     With A = S S^T + lam I = L L^T, c = q S^T, t = c A^-1 c^T and w = c A^-1:
@@ -143,19 +143,25 @@ def _cholesky_kr_dist(query, support, lam, rho):
     w2 = paddle.sum(paddle.square(w), axis=2)  # way, M
     q2 = paddle.sum(paddle.square(query), axis=1)  # M
     dist = q2 - (2 * rho - paddle.square(rho)) * t - paddle.square(rho) * lam * w2  # way, M
-    return paddle.transpose(dist, [1, 0]), rho * w  # M, way; way, M, kr
+    return paddle.transpose(dist, [1, 0]), (rho * w if with_weights else None)  # M, way; way, M, kr
 
 
-def _cholesky_d_dist(query, support, lam, rho):
-    """d x d form, as an explicit residual: with B = S^T S + lam I, hat = I - lam B^-1,
-    so rho q hat - q = (rho - 1) q - rho lam q B^-1.
+def _cholesky_d_dist(query, support, lam, rho, with_weights=True):
+    """d x d form, expanded as the kr x kr form is, so that nothing of size way x M x d is added or scaled.
 
-    Returns (dist [M, way], ridge weights [way, M, kr]): W = rho q S^T A^-1 = rho q B^-1 S^T,
-    so that W S = rho q (I - lam B^-1) is the reconstruction whose residual `dist` sums.
+    With B = S^T S + lam I = L L^T, hat = I - lam B^-1, so rho q hat - q = (rho - 1) q - rho lam w with
+    w = q B^-1. With z = q L^-T (so t = ||z||^2 = q B^-1 q^T = q w^T) the squared residual is
+    (rho - 1)^2 ||q||^2 - 2 (rho - 1) rho lam t + rho^2 lam^2 ||w||^2.
+    Returns (dist [M, way], ridge weights [way, M, kr] or None): W = rho q S^T A^-1 = rho w S^T, so
+    that W S = rho q (I - lam B^-1) is the reconstruction whose residual `dist` sums.
     """
     linv = _inverse_cholesky_factor(paddle.matmul(support, support, transpose_x=True), lam)  # way, d, d
-    q_binv = paddle.matmul(paddle.matmul(query, linv, transpose_y=True), linv)  # way, M, d: q B^-1
-    resid = (rho - 1) * query - rho * lam * q_binv  # way, M, d
-    dist = paddle.sum(paddle.square(resid), axis=2)  # way, M
-    weights = rho * paddle.matmul(q_binv, support, transpose_y=True)  # way, M, kr
+    z = paddle.matmul(query, linv, transpose_y=True)  # way, M, d: q L^-T
+    w = paddle.matmul(z, linv)  # way, M, d: q B^-1
+    t = paddle.sum(paddle.square(z), axis=2)  # way, M
+    w2 = paddle.sum(paddle.square(w), axis=2)  # way, M
+    q2 = paddle.sum(paddle.square(query), axis=1)  # M
+    dist = (paddle.square(rho - 1) * q2 - 2 * (rho - 1) * rho * lam * t
+            + paddle.square(rho * lam) * w2)  # way, M
+    weights = rho * paddle.matmul(w, support, transpose_y=True) if with_weights else None  # way, M, kr
     return paddle.transpose(dist, [1, 0]), weights  # M, way; way, M, kr

@@ -25,6 +25,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from network import pooled_block
 from network.resnet12 import batch_norm, pooled_size
 
 
@@ -39,7 +40,15 @@ class ConvBlock(nn.Layer):
                       bias_attr=paddle.ParamAttr(initializer=init)),
             batch_norm(out_channels))
 
-    def forward(self, x):
+    def forward(self, x, pooled=False):
+        """conv -> BatchNorm; with pooled=True also ReLU and the 2x2 max-pool (the exact CPU training path
+        of network/pooled_block.py where it applies)."""
+        if pooled and pooled_block.usable(self, x):
+            return pooled_block.pooled_block(x, self.layers[0], self.layers[1])
+        out = self.conv_bn(x)
+        return F.relu(F.max_pool2d(out, kernel_size=2, stride=2)) if pooled else out
+
+    def conv_bn(self, x):
         conv, bn = self.layers[0], self.layers[1]
         if not self.training or not paddle.in_dynamic_mode():  # eval, or traced by paddle.jit.to_static
             return bn(conv(x))
@@ -70,4 +79,8 @@ class Conv4(nn.Layer):
         last_bn.weight.set_value(paddle.full_like(last_bn.weight, value))
 
     def forward(self, x):
-        return self.layers(x)
+        # the first block at full resolution: conv, BatchNorm, ReLU and pooling in one (network/pooled_block.py)
+        x = self.layers[0](x, pooled=True)
+        for layer in list(self.layers)[3:]:
+            x = layer(x)
+        return x

@@ -49,9 +49,11 @@ class BatchNormRecorder:
         self.initial = self._stats()
         self.counts = {}
         sublayers = dict(model.named_sublayers())
+        # values per channel = batch x height x width of the layer's input: a BatchNorm keeps the size, and so does
+        # a Conv-4 block's 3x3 convolution (padding 1), also where the block pools in the same call
         self._hooks = [output_layer(sublayers, name).register_forward_post_hook(
-            lambda layer, inputs, out, name=name: self.counts.__setitem__(name, int(np.prod(out.shape)) // out.shape[1]))
-            for name in self.batch_norms]
+            lambda layer, inputs, out, name=name: self.counts.__setitem__(
+                name, inputs[0].shape[0] * int(np.prod(inputs[0].shape[2:])))) for name in self.batch_norms]
 
     def _stats(self):
         return {name: (bn._mean.numpy().copy(), bn._variance.numpy().copy()) for name, bn in self.batch_norms.items()}

@@ -300,3 +300,29 @@ def test_mkl_avx2_hint_is_set_only_on_amd_avx2_cpus_and_never_over_the_user(sett
         expected = '5' if cli.amd_cpu_with_avx2() else None
     assert out[0] == str(expected)
     assert out[1] == str(expected is not None)  # the log header says when MKL was steered
+
+
+FAULTS_OF_A_REUSED_BUFFER = '''
+import resource
+import cli
+import paddle
+paddle.ones([25_000_000])  # 100 MB, freed at once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+paddle.ones([25_000_000])
+print(cli.MALLOC_KEPT, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='mallopt is glibc on Linux')
+@pytest.mark.parametrize('setting, kept', [(None, True), ('0', False)])
+def test_freed_memory_is_reused_without_page_faults_unless_turned_off(setting, kept):
+    """cli keeps freed memory in the heap: a second 100 MB buffer reuses the first one's pages."""
+    env = {k: v for k, v in os.environ.items() if k != 'FRN_MALLOC_KEEP'}
+    if setting is not None:
+        env['FRN_MALLOC_KEEP'] = setting
+    out = subprocess.run([sys.executable, '-c', FAULTS_OF_A_REUSED_BUFFER], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    applied, faults = out.stdout.split()
+    assert applied == str(kept), out.stderr
+    pages = 100e6 / 4096
+    assert (int(faults) < 0.05 * pages) if kept else (int(faults) > 0.5 * pages), faults

@@ -105,3 +105,23 @@ def test_to_static_training_runs_the_plain_block_with_the_same_outputs_and_gradi
         outs.append((out.numpy(), model.layers[3].layers[0].weight.grad.numpy(), model.layers[9].layers[1]._mean.numpy()))
     for a, b in zip(*outs):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
+
+def test_the_pooled_first_block_runs_where_it_is_exact_and_the_plain_block_elsewhere(model_and_input):
+    """network/pooled_block.py needs a training forward on the CPU, an input without gradient and even sides (so
+    that the pooling windows cover every BatchNorm position); elsewhere the block runs conv, BatchNorm, ReLU, pool."""
+    from network import pooled_block
+    model, x = model_and_input
+    block = model.layers[0]
+    model.train()
+    assert pooled_block.usable(block, x)
+    assert not pooled_block.usable(block, x[:, :, :41, :41])
+    needs_grad = x.clone()
+    needs_grad.stop_gradient = False
+    assert not pooled_block.usable(block, needs_grad)
+    model.eval()
+    assert not pooled_block.usable(block, x)
+    model.train()
+    odd = x[:, :, :41, :41]
+    buffers = [(bn._mean.clone(), bn._variance.clone()) for _, bn in conv_bns(model)]
+    np.testing.assert_allclose(model(odd).numpy(), plain_forward(model, odd, buffers).numpy(), rtol=1e-10, atol=1e-12)

@@ -24,8 +24,8 @@ DATA=$(realpath "$1"); shift   # absolute, because the next line changes folder
 REPO=$(cd "$(dirname "$(realpath "${BASH_SOURCE[0]}")")/../.." && pwd)
 cd "$REPO"
 FOLDER=$(basename "$(dirname "$(realpath "$0")")")   # cub_cropped, mini_imagenet, ...
-CKPT=./checkpoints/official/$FOLDER
-RESULTS=./results/official/$FOLDER
+CKPT=${CKPT:-./checkpoints/official/$FOLDER}       # a recipe outside scripts/official/ sets its own
+RESULTS=${RESULTS:-./results/official/$FOLDER}
 
 # the official trainer's fixed settings (trainers/trainer.py): 15 training queries; validation and test 5-way with 16
 # queries, 1,000 validation episodes, 10,000 test episodes; an epoch is one pass over the training images
