@@ -156,7 +156,9 @@ def newest_state(run_dir):
     """(path, state) of the newest resume state in `run_dir`, or (None, None) when it holds none.
 
     An epoch writes <epoch>.pdopt before last_model.pdopt, so a run killed between the two has
-    its newest state in <epoch>.pdopt; otherwise last_model.pdopt is the newest (ties go to it).
+    its newest state in <epoch>.pdopt: a later epoch than last_model's, written after it. Otherwise
+    last_model.pdopt is the newest; a later <epoch>.pdopt written before it is what a run resumed
+    from an earlier epoch (--resume 3.pdparams) left behind, and is not continued.
     """
     numbered = sorted(int(f[:-len('.pdopt')]) for f in os.listdir(run_dir)
                       if f.endswith('.pdopt') and f[:-len('.pdopt')].isdigit())
@@ -165,7 +167,8 @@ def newest_state(run_dir):
     last_epoch = state.get('epoch', -1) if isinstance(state, dict) else -1
     if numbered and numbered[-1] > last_epoch:
         path = os.path.join(run_dir, f'{numbered[-1]}.pdopt')
-        return path, read_state_file(path)
+        if state is None or os.path.getmtime(path) >= os.path.getmtime(last):
+            return path, read_state_file(path)
     return (last, state) if state is not None else (None, None)
 
 

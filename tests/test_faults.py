@@ -621,6 +621,20 @@ def test_kills_at_random_moments_and_between_the_checkpoint_writes_each_resume_b
     assert gap_kills >= 4
 
 
+def test_resume_auto_continues_a_rewound_run_not_the_later_epochs_it_abandoned(reference, tmp_path):
+    """A run resumed from 0.pdparams and stopped after epoch 0 again leaves the first run's 7.pdopt behind, older
+    than its last_model.pdopt: that is not continued. A 7.pdopt newer than last_model.pdopt is a kill's gap."""
+    from engine.trainer import newest_state
+    folder = shutil.copytree(reference['dir'], tmp_path / 'run')
+    shutil.copy(folder / '0.pdopt', folder / 'last_model.pdopt')  # the rewound run, at epoch 0, written last
+    os.utime(folder / '7.pdopt', (1_000_000, 1_000_000))
+    path, state = newest_state(str(folder))
+    assert os.path.basename(path) == 'last_model.pdopt' and state['epoch'] == 0
+    os.utime(folder / 'last_model.pdopt', (500_000, 500_000))  # now 7.pdopt came after it
+    path, state = newest_state(str(folder))
+    assert os.path.basename(path) == '7.pdopt' and state['epoch'] == 7
+
+
 @pytest.mark.parametrize('pattern', ['0\\.pdopt', '7\\.pdopt', 'last_model\\.pdparams'])
 def test_a_kill_between_an_epochs_checkpoint_files_resumes_from_its_newest_complete_state(pattern, data, reference,
                                                                                           tmp_path):
