@@ -588,37 +588,38 @@ def test_kills_at_random_moments_and_between_the_checkpoint_writes_each_resume_b
                                                                                             tmp_path):
     """Runs are killed and resumed with --resume auto until one finishes: a chain.
 
-    Kill moments alternate: a random time, or right after a <epoch>.pdopt is written (an environment
+    Kill moments alternate: a random time, or right after a <epoch>.pdopt is written (an os.replace
     hook in the process), which leaves that epoch's state newer than last_model's, or none at all
     after epoch 0. With --save_freq 2, epochs 0, 2, 4, 6 and 7 write <epoch>.* (the weights do not
     depend on it). A chain that finishes is checked against the uninterrupted run, and a new one
-    starts, until eight kills (four in the gap) have been resumed and checked.
+    starts, until at least four kills of each kind have been resumed and checked.
     """
     rng = random.Random(17)
     command = [str(REPO / 'pretrain.py'), '--data_path', str(data), *TRAIN, '--epoch', '8', '--save_freq', '2',
                '--resume', 'auto']
-    folder, kills, gap_kills, pending, runs = run_dir(tmp_path), 0, 0, 0, 0
-    while kills < 8:
+    folder, runs = run_dir(tmp_path), 0
+    checked, pending = {'gap': 0, 'random': 0}, {'gap': 0, 'random': 0}
+    enough = lambda counts: min(counts.values()) >= 4  # noqa: E731
+    while not enough(checked):
         runs += 1
-        assert runs <= 60, f'only {kills} of 8 kills landed in 60 runs'
-        gap = runs % 2 == 1 and kills + pending < 8
-        hook = [sys.executable, '-c', KILL_AFTER, GAP if gap else 'never-matches'] + command
+        assert runs <= 80, f'only {checked} kills were resumed and checked in 80 runs'
+        kind = 'gap' if runs % 2 else 'random'
+        more = not enough({k: checked[k] + pending[k] for k in checked})
+        hook = [sys.executable, '-c', KILL_AFTER, GAP if kind == 'gap' and more else 'never-matches'] + command
         proc = subprocess.Popen(hook, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if not gap:
+        if kind == 'random':
             time.sleep(rng.uniform(0.3, max(1.0, 0.8 * reference['seconds'])))
-            if kills + pending < 8 and proc.poll() is None:
+            if more and proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode in (0, -signal.SIGKILL), err
         if proc.returncode != 0:
-            pending += 1
-            gap_kills += gap
+            pending[kind] += 1
             continue
         assert_same_weights(reference['dir'], folder)  # the chain finished: the uninterrupted run's weights
-        kills, pending = kills + pending, 0
-        if kills < 8:
-            shutil.rmtree(folder)
-    assert gap_kills >= 4
+        checked = {k: checked[k] + pending[k] for k in checked}
+        pending = {'gap': 0, 'random': 0}
+        shutil.rmtree(folder)
 
 
 def test_resume_auto_continues_a_rewound_run_not_the_later_epochs_it_abandoned(reference, tmp_path):
