@@ -268,7 +268,8 @@ def add_training(parser, lr, epoch, milestones):
                         "or 'auto' for the newest in this run's folder")
     g.add_argument('--overwrite', action='store_true',
                    help="start a new run in a run folder that holds an earlier run's checkpoints: they are "
-                        "deleted (its output.log is kept as output.<time>.log); without it such a run refuses")
+                        "deleted once the new run has passed all its checks (data, model, --pretrain_path), "
+                        "and its output.log is kept as output.<time>.log; without it such a run refuses")
     g.add_argument('--checkpoint_dir', default='./checkpoints', help='root of the run folders')
     g.add_argument('--print_freq', type=int, default=50, help='log the loss every this many batches')
     g.add_argument('--visualdl', action='store_true',
@@ -326,11 +327,19 @@ def check_file(flag, path, fix):
         raise FRNError(f'{flag} {path!r} does not exist; {fix}')
 
 
+def check_n_way(flag, n_way):
+    """Episodes need two classes at least: with one, every query is right and the accuracy is 100%."""
+    if n_way < 2:
+        raise FRNError(f'{flag} must be at least 2, not {n_way}: a {n_way}-way episode has no other class to '
+                       f'confuse, so it measures nothing (every query would be right)')
+
+
 def check_training(args):
     check_common(args)
     for name in ('lr', 'epoch', 'val_n_way', 'val_n_episode', 'val_freq', 'save_freq', 'print_freq'):
         if getattr(args, name) <= 0:
             raise FRNError(f'--{name} must be positive, not {getattr(args, name)}')
+    check_n_way('--val_n_way', args.val_n_way)
     if args.val_n_query is None:
         args.val_n_query = args.n_query
     elif args.val_n_query < 1:
@@ -427,7 +436,8 @@ def episode_loader(args, split, n_way, n_episode, aug=False, shared=False, flag=
 def claim_run_dir(args, folder):
     """Lock the run folder (rank 0 of a run), clear an interrupted run's temp files, refuse to mix runs.
 
-    Returns the held RunLock; its `notes` go into the log. Use it as a context manager.
+    An --overwrite run deletes the earlier run's checkpoints later, in engine/trainer.train, once all
+    its checks have passed. Returns the held RunLock; its `notes` go into the log. Use it as a context manager.
     """
     global interrupt_hint
     from engine import runlock
@@ -436,7 +446,7 @@ def claim_run_dir(args, folder):
         return lock
     lock.acquire()
     try:
-        lock.notes += runlock.prepare_fresh_start(lock.folder, args.resume, args.overwrite)
+        runlock.refuse_earlier_run(lock.folder, args.resume, args.overwrite)
     except BaseException:
         lock.release()
         raise

@@ -50,6 +50,10 @@ def main(argv=None):
         log = cli.start(args, os.path.join(run_dir, 'output.log'))
         for note in lock.notes:
             log(note)
+        if train_split.n_classes < 2:
+            raise FRNError(f'{train_split.source} has {train_split.n_classes} class; pretraining classifies '
+                           f'among the training classes, so it needs at least 2 (with one, the loss is 0 and the '
+                           f'accuracy 100% from the start)')
         if args.num_classes != train_split.n_classes:
             log(f'warning: --num_classes {args.num_classes} disagrees with the {train_split.n_classes} classes of '
                 f'{train_split.source}; using {train_split.n_classes}')

@@ -57,9 +57,10 @@ def parse_args(argv=None):
     if args.classifier == 'proto' and args.method == 'meta_proto':
         raise FRNError('--classifier proto swaps the head of an FRN checkpoint; a meta_proto model is a ProtoNet '
                        'already: drop --classifier')
-    for name in ('test_n_way', 'test_task_nums', 'test_n_episode'):
+    for name in ('test_task_nums', 'test_n_episode'):
         if getattr(args, name) < 1:
             raise FRNError(f'--{name} must be at least 1, not {getattr(args, name)}')
+    cli.check_n_way('--test_n_way', args.test_n_way)
     cli.check_file('--model_path', args.model_path, 'give best_model.pdparams of a training run, or convert an '
                    'official checkpoint with tools/convert_official_weights.py')
     return args
@@ -70,23 +71,26 @@ def same_transform(a, b):
     return {k: v for k, v in a.items() if k != 'dataset'} == {k: v for k, v in b.items() if k != 'dataset'}
 
 
-def input_preprocessing(args, log):
-    """The model's preprocessing record when it differs from the test data's own transform, else None."""
+def input_preprocessing(args):
+    """(the model's preprocessing record when it differs from the test data's own transform, else None; the log
+    line saying which is used). Decided before any image is read: --cache_dir holds the data's own transform."""
     own = preprocess.record_for(args.dataset, args.image_size, args.eval_resize)
     record = preprocess.read_sidecar(args.model_path)
     if args.preprocess == 'data' or record is None:
-        log(f'preprocessing: {preprocess.describe(own)} (the test data\'s own'
-            + ('; --preprocess data)' if record is not None else f'; no {preprocess.SIDECAR} beside the checkpoint)'))
-        return None
+        return None, (f'preprocessing: {preprocess.describe(own)} (the test data\'s own'
+                      + ('; --preprocess data)' if record is not None else
+                         f'; no {preprocess.SIDECAR} beside the checkpoint)'))
     if same_transform(record, own):
-        log(f'preprocessing: {preprocess.describe(record)} (the model\'s {preprocess.SIDECAR}, the same as the data\'s)')
-        return None
+        return None, (f'preprocessing: {preprocess.describe(record)} (the model\'s {preprocess.SIDECAR}, the same '
+                      f'as the data\'s)')
     if args.cache_dir:
         raise FRNError(f'--cache_dir holds images prepared for the test data\'s own transform, but the model '
                        f'wants {preprocess.describe(record)}; drop --cache_dir, or pass --preprocess data')
-    log(f'preprocessing: {preprocess.describe(record)} (the model\'s {preprocess.SIDECAR}, trained on '
-        f'{record["dataset"]}; the test data\'s own would be {preprocess.describe(own)}; --preprocess data uses that)')
-    return record
+    size = (f'; it sets the input size, not --image_size {args.image_size}'
+            if record['image_size'] != args.image_size else '')
+    return record, (f'preprocessing: {preprocess.describe(record)} (the model\'s {preprocess.SIDECAR}, trained on '
+                    f'{record["dataset"]}{size}; the test data\'s own would be {preprocess.describe(own)}; '
+                    f'--preprocess data uses that)')
 
 
 def gather_episodes(accs, sampler):
@@ -101,6 +105,7 @@ def gather_episodes(accs, sampler):
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    record, about_preprocessing = input_preprocessing(args)  # before --cache_dir builds anything
     (test_split,) = cli.read_splits(args, 'test')
     out_dir = os.path.join(args.results_dir, f'{args.test_n_way}w{args.n_shot}s')
     stem = os.path.join(out_dir, f'{args.dataset}_{args.model}_{args.method}'
@@ -123,7 +128,7 @@ def main(argv=None):
             'the official ProtoNet)')
     loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode, shared=True,
                                 flag='test_n_way')
-    record = input_preprocessing(args, log)
+    log(about_preprocessing)
     if record is not None:  # the model's own preprocessing, not the test data's
         loader.dataset.transform = preprocess.eval_transform_from(record)
     log.persist()  # the inputs are checked: from here on the results .log is written
@@ -155,7 +160,9 @@ def main(argv=None):
                        'dataset': args.dataset, 'data_path': os.path.abspath(args.data_path), 'model': args.model,
                        'method': args.method, 'n_way': args.test_n_way, 'n_shot': args.n_shot,
                        'n_query': args.n_query, 'test_task_nums': args.test_task_nums,
-                       'test_n_episode': args.test_n_episode, 'image_size': args.image_size, 'eval_resize': args.eval_resize,
+                       'test_n_episode': args.test_n_episode, 'eval_resize': args.eval_resize,
+                       # the size the images were fed at: the model's record, when it is used, sets it
+                       'image_size': record['image_size'] if record else args.image_size,
                        'train_transform_type': args.train_transform_type, 'seed': args.seed,
                        'feature_cache': cache is not None, 'classifier': args.classifier,
                        'preprocess': record or preprocess.record_for(args.dataset, args.image_size, args.eval_resize),

@@ -16,9 +16,12 @@ each. What it does beyond `Image.convert('RGB')`, which gets these cases wrong:
   - float (`F`): values within [0, 1] are scaled by 255; other ranges from minimum to maximum.
   Each result is rounded to the nearest integer, and greyscale becomes grey RGB.
 """
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import os
 
+import numpy as np
+from PIL import Image, ImageOps
+
+from data.decode import decode_image
 from utils import FRNError
 
 ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
@@ -66,17 +69,21 @@ def to_rgb(img):
 
 
 def load_image(path):
-    """Open an image file as RGB (any mode: see the module docstring), or raise an FRNError naming the file."""
+    """Open an image file as RGB (any mode: see the module docstring), or raise an FRNError naming the file.
+
+    Decoding goes through data/decode.py, so a header past Pillow's decompression-bomb limit is named
+    like any other unreadable file, in the main process and in loader workers alike."""
+    where = repr(os.fspath(path))
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
+        f = open(path, 'rb')
     except FileNotFoundError:
-        raise FRNError(f'image {path!r} does not exist; the file list points at a missing file, '
+        raise FRNError(f'image {where} does not exist; the file list points at a missing file, '
                        f'so regenerate it or restore the image') from None
     except IsADirectoryError:
-        raise FRNError(f'image {path!r} is a folder, not an image file; fix the file list') from None
+        raise FRNError(f'image {where} is a folder, not an image file; fix the file list') from None
     except PermissionError:
-        raise FRNError(f'image {path!r} cannot be read: permission denied; fix its permissions') from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise FRNError(f'cannot read image {path!r} ({err}); replace or remove the file') from None
+        raise FRNError(f'image {where} cannot be read: permission denied; fix its permissions') from None
+    except OSError as err:
+        raise FRNError(f'cannot read image {where} ({err}); replace or remove the file') from None
+    with f:
+        return to_rgb(decode_image(f, where, fix='replace or remove the file'))

@@ -19,7 +19,6 @@ Rotations are counter-clockwise, like np.rot90 and PIL's Image.rotate (which Pro
 Networks' loader calls), and exact: a square image turned by quarter turns, no resampling.
 """
 import dataclasses
-import io
 import os
 import re
 import zipfile
@@ -28,6 +27,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from data.decode import decode_image
 from data.filelist import SPLIT_NAMES, SplitList
 from utils import FRNError
 
@@ -110,12 +110,13 @@ def _decode(source, part):
     names, bits = [], []
     try:
         for name, data in _png_members(source, part):
-            with Image.open(io.BytesIO(data)) as image:
-                if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-                    raise FRNError(f'{source}: {name} is {image.size[0]}x{image.size[1]}; Omniglot images are '
-                                   f'{IMAGE_SIZE}x{IMAGE_SIZE}. ' + placement_help(os.path.dirname(source)))
-                # white = True; the PNGs are 1-bit, anything else is thresholded at mid-grey
-                white = np.asarray(image) if image.mode == '1' else np.asarray(image.convert('L')) >= 128
+            image = decode_image(data, f'{name} in {source}',
+                                 fix='replace the file, or delete the zip and download it again')
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                raise FRNError(f'{source}: {name} is {image.size[0]}x{image.size[1]}; Omniglot images are '
+                               f'{IMAGE_SIZE}x{IMAGE_SIZE}. ' + placement_help(os.path.dirname(source)))
+            # white = True; the PNGs are 1-bit, anything else is thresholded at mid-grey
+            white = np.asarray(image) if image.mode == '1' else np.asarray(image.convert('L')) >= 128
             names.append(name)
             bits.append(np.packbits(white, axis=-1))
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:   # PIL's UnidentifiedImageError is an OSError

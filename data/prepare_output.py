@@ -1,6 +1,8 @@
 """Writing a prepared dataset: all or nothing, one run per output, and every write named when it fails.
 
-`staged_output` builds the output folders in a hidden temp folder inside `--dst`
+`staged_output` is this project's one way to write a folder of files atomically (the dataset
+tools' outputs, and deploy/export.py's inference models). It builds the output folders in a
+hidden temp folder inside `--dst`
 (`.<first name>.<random>.partial`) and renames them into place only when complete; on any
 failure the temp folder goes and an existing output stays as it was. A run holds
 `--dst/.<first name>.lock` (a POSIX record lock, which the kernel drops when its process
@@ -48,25 +50,25 @@ def save_bytes(data, path):
     write_file(path, write)
 
 
-def check_dst(dst):
-    """Refuse a --dst that is a file, or lies under one, before anything is written."""
+def check_dst(dst, flag='--dst'):
+    """Refuse a --dst (the folder `flag` gives) that is a file, or lies under one, before anything is written."""
     missing = missing_folders(dst)
     probe = os.path.dirname(missing[-1]) if missing else dst
     if probe and not os.path.isdir(probe):
         if probe == dst:
-            raise FRNError(f'--dst {dst!r} is a file, not a folder; give a folder')
-        raise FRNError(f'--dst {dst!r} lies under {probe!r}, which is a file, not a folder; give a folder')
+            raise FRNError(f'{flag} {dst!r} is a file, not a folder; give a folder')
+        raise FRNError(f'{flag} {dst!r} lies under {probe!r}, which is a file, not a folder; give a folder')
 
 
-def refuse_existing(dst, names, overwrite):
+def refuse_existing(dst, names, overwrite, flag='--dst'):
     for name in names:
         if os.path.exists(os.path.join(dst, name)) and not overwrite:
-            raise FRNError(f'{os.path.join(dst, name)} already exists; remove it, choose another --dst, '
+            raise FRNError(f'{os.path.join(dst, name)} already exists; remove it, choose another {flag}, '
                            f'or pass --overwrite to replace it')
 
 
 @contextlib.contextmanager
-def output_lock(dst, name):
+def output_lock(dst, name, flag='--dst'):
     """Hold `dst/.<name>.lock` while preparing `name`; refuse if another live run holds it."""
     path = os.path.join(dst, f'.{name}.lock')
     while True:   # a lock file removed by its owner between our open and our lock is retried
@@ -78,9 +80,9 @@ def output_lock(dst, name):
             os.close(fd)
             if err.errno in (errno.EACCES, errno.EAGAIN):
                 raise FRNError(f'another run (pid {owner or "?"}) is preparing {name} in {dst}; wait for it to '
-                               f'finish or stop it, or choose another --dst') from None
+                               f'finish or stop it, or choose another {flag}') from None
             raise FRNError(f'cannot lock {path} ({err.strerror}); this file system has no file locks: '
-                           f'choose a --dst on a local disk') from None
+                           f'choose a {flag} on a local disk') from None
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:
@@ -107,18 +109,20 @@ def remove_stale_partials(dst, name):
 
 
 @contextlib.contextmanager
-def staged_output(dst, names, overwrite):
-    """A temp folder in `dst` to build `names` in; they are renamed into `dst` at the end, or all deleted."""
+def staged_output(dst, names, overwrite, flag='--dst'):
+    """A temp folder in `dst` to build `names` in; they are renamed into `dst` at the end, or all deleted.
+
+    `flag` is the option that gave `dst`, for the messages."""
     dst = os.path.abspath(os.fspath(dst))
-    check_dst(dst)
-    refuse_existing(dst, names, overwrite)
+    check_dst(dst, flag)
+    refuse_existing(dst, names, overwrite, flag)
     created = missing_folders(dst)
     try:
         os.makedirs(dst, exist_ok=True)
     except OSError as err:
         raise file_system_error(err, dst) from None
     try:
-        with output_lock(dst, names[0]):
+        with output_lock(dst, names[0], flag):
             remove_stale_partials(dst, names[0])
             try:
                 tmp = tempfile.mkdtemp(prefix=f'.{names[0]}.', suffix=PARTIAL_SUFFIX, dir=dst)
@@ -126,7 +130,7 @@ def staged_output(dst, names, overwrite):
                 raise file_system_error(err, dst) from None
             try:
                 yield tmp
-                refuse_existing(dst, names, overwrite)   # someone may have made it in the meantime
+                refuse_existing(dst, names, overwrite, flag)   # someone may have made it in the meantime
                 for name in names:
                     replace(tmp, dst, name)
             finally:

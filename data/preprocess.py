@@ -65,11 +65,46 @@ def check(record, where):
                        f'{record.get("format") if isinstance(record, dict) else None!r}, expected {FORMAT!r}); '
                        f'write it again with this version')
     missing = [k for k in KEYS if k not in record]
-    bad = (record.get('colour') not in ('rgb', 'grey') or not isinstance(record.get('image_size'), int)
-           or record['image_size'] < 1)
-    if missing or bad:
-        raise FRNError(f'{where} lacks {", ".join(missing)} or has a bad colour/image_size; write it again')
+    if missing:
+        raise FRNError(f'{where} lacks {", ".join(missing)}; write it again with this version')
+    problems = _problems(record)
+    if problems:
+        key, problem = problems[0]
+        raise FRNError(f'{where} has a bad "{key}": {json.dumps(record[key])} (expected {problem}); write it again '
+                       f'with this version')
     return record
+
+
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'lanczos', 'hamming')
+
+
+def _side(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _numbers(value, positive=False):
+    return (isinstance(value, list) and len(value) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and (v > 0 if positive else v == v) for v in value))
+
+
+def _problems(record):
+    """(key, what is wrong) for each field of a record that eval_transform_from could not apply."""
+    resize, crop, norm = record['resize'], record['crop'], record['normalize']
+    checks = [
+        ('dataset', isinstance(record['dataset'], str), 'a name'),
+        ('family', record['family'] in ('natural', 'omniglot'), '"natural" or "omniglot"'),
+        ('image_size', _side(record['image_size']), 'a positive whole number'),
+        ('colour', record['colour'] in ('rgb', 'grey'), '"rgb" or "grey"'),
+        ('invert', isinstance(record['invert'], bool), 'true or false'),
+        ('resize', resize is None or isinstance(resize, dict) and resize.get('interpolation') in INTERPOLATIONS
+         and (_side(resize.get('size')) or isinstance(resize.get('size'), list) and len(resize['size']) == 2
+              and all(map(_side, resize['size']))),
+         'null, or {"size": a side or [height, width], "interpolation": one of ' + ', '.join(INTERPOLATIONS) + '}'),
+        ('crop', crop is None or isinstance(crop, dict) and _side(crop.get('center')), 'null or {"center": a side}'),
+        ('normalize', norm is None or isinstance(norm, dict) and _numbers(norm.get('mean'))
+         and _numbers(norm.get('std'), positive=True), 'null or {"mean": 3 numbers, "std": 3 positive numbers}'),
+    ]
+    return [(key, expected) for key, ok, expected in checks if not ok]
 
 
 def describe(record):

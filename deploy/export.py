@@ -19,18 +19,17 @@ maps and carry the head's numbers, so prediction code does not care which one it
 """
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 import paddle
 
 from data import preprocess
+from data.prepare_output import check_dst, staged_output
 from methods.FRN import FRN
 from network import BACKBONES
 from methods.checkpoint import load_model, read_state_dict
-from utils import FRNError, atomic_write_json
+from utils import FRNError, os_error_cause
 
 HEAD_FILE = 'frn_head.json'
 MODEL_PREFIX = 'model'
@@ -110,7 +109,7 @@ def checkpoint_preprocess(model_path, image_size=None):
 def infer_backbone(model_path):
     """The backbone a .pdparams checkpoint was trained with, from its parameter names."""
     from deploy.official_weights import infer_backbone as from_keys
-    return from_keys(read_state_dict(model_path))
+    return from_keys(read_state_dict(model_path), flag='--model')
 
 
 def load_frn(model_path, backbone=None, image_size=84):
@@ -119,7 +118,11 @@ def load_frn(model_path, backbone=None, image_size=84):
     if backbone not in BACKBONES:
         raise FRNError(f'unknown model {backbone!r}; choose one of {", ".join(BACKBONES)}')
     model = FRN(backbone=backbone, image_size=image_size)
-    load_model(model, model_path)
+    _, missing = load_model(model, model_path)
+    if 'r' in missing:  # FRN's [alpha, beta]: every FRN checkpoint has it, a ProtoNet's never
+        raise FRNError(f'{model_path!r} is a ProtoNet checkpoint (meta_train.py --method meta_proto, or a converted '
+                       f'official ProtoNet): it has no r = [alpha, beta] for FRN\'s head, which prediction and '
+                       f'export run; give an FRN checkpoint, or test this one with test.py --method meta_proto')
     model.eval()
     return model
 
@@ -130,37 +133,82 @@ def head_of(model):
             'resolution': model.resolution, 'd': model.d}
 
 
-def export_model(model_path, backbone, save_dir, image_size=None):
-    """Write `save_dir`/model.* (paddle.jit.save of get_feature_map) and frn_head.json. Returns the head dict.
+def export_files(names):
+    """The names an export consists of: the program and weights files of paddle.jit.save, and the head file."""
+    return [n for n in names if n.startswith(MODEL_PREFIX + '.') or n == HEAD_FILE]
+
+
+def check_save_dir(save_dir):
+    """Refuse a --save_dir that holds anything but an earlier export: the new export replaces the whole folder."""
+    check_dst(save_dir, '--save_dir')
+    if not os.path.basename(os.path.abspath(save_dir)):
+        raise FRNError(f'--save_dir {save_dir!r} is the root folder; give a folder for the export')
+    others = sorted(set(os.listdir(save_dir)) - set(export_files(os.listdir(save_dir)))) \
+        if os.path.isdir(save_dir) else []
+    if others:
+        raise FRNError(f'--save_dir {save_dir!r} holds files that are not part of an export ({", ".join(others[:4])}'
+                       f'{", ..." if len(others) > 4 else ""}); an export replaces the whole folder, so give a new '
+                       f'or empty folder, or one that holds only an earlier export')
+
+
+def verify_saved(folder, model, image_size, save_dir):
+    """Load the saved program back and run it: a full disk makes paddle.jit.save write its files short without
+    an error, which only reading them shows."""
+    probe = paddle.to_tensor(np.random.RandomState(0).randn(2, 3, image_size, image_size).astype('float32'))
+    try:
+        with paddle.no_grad():
+            saved = paddle.jit.load(os.path.join(folder, MODEL_PREFIX))
+            saved.eval()
+            got, want = saved(probe).numpy(), model.get_feature_map(probe).numpy()
+    except Exception as err:  # paddle raises several types for a file cut short
+        raise FRNError(f'the new export for {save_dir!r} could not be read back ({type(err).__name__}: '
+                       f'{first_line(err)}); a full disk cuts paddle.jit.save\'s files short without an error: free '
+                       f'some space and export again; nothing was changed in {save_dir!r}') from None
+    if got.shape != want.shape or not np.abs(got - want).max() <= 1e-4 * max(np.abs(want).max(), 1e-12):
+        raise FRNError(f'the new export for {save_dir!r}, read back, does not compute the checkpoint\'s feature '
+                       f'maps (a full disk?): free some space and export again; nothing was changed in {save_dir!r}')
+
+
+def export_model(model_path, backbone, save_dir, image_size=None, check=None):
+    """Write `save_dir`/model.* (paddle.jit.save of get_feature_map) and frn_head.json. Returns (head, check's result).
 
     The checkpoint's preprocessing record (preprocess.json beside it, else the natural-image
-    defaults) goes into frn_head.json as 'preprocess', and sets the input size.
+    defaults) goes into frn_head.json as 'preprocess', and sets the input size. The export is
+    built in a hidden folder beside `save_dir` (data/prepare_output.staged_output), read back,
+    given to `check(folder)` if any, and only then swapped in: an earlier export in `save_dir`
+    stays as it was until the new one is complete and checked.
     """
     paddle.device.set_device('cpu')
     record, image_size, note = checkpoint_preprocess(model_path, image_size)
     model = load_frn(model_path, backbone, image_size)
     if note:
         note_once(note)
+    check_save_dir(save_dir)
     net = FeatureMapNet(model)
     net.eval()
     spec = [paddle.static.InputSpec([None, 3, image_size, image_size], 'float32', 'image')]
     static = paddle.jit.to_static(net, input_spec=spec, full_graph=True)
-    os.makedirs(save_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.export-', dir=save_dir)
-    try:
-        paddle.jit.save(static, os.path.join(tmp, MODEL_PREFIX))
-        for name in os.listdir(tmp):  # whatever this Paddle writes (.json or .pdmodel, .pdiparams, ...)
-            os.replace(os.path.join(tmp, name), os.path.join(save_dir, name))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    head = {'format': FORMAT, 'backbone': backbone, 'image_size': image_size, **head_of(model),
+    head = {'format': FORMAT, 'backbone': model.backbone, 'image_size': image_size, **head_of(model),
             'output': 'feature map [N, resolution, d] = FRN.get_feature_map (row-major positions; '
                       'ResNet12 maps divided by sqrt(640))',
             'input': f'image [N, 3, image_size, image_size], float32, after: {preprocess.describe(record)}',
             'preprocess': record,
             'checkpoint': os.path.abspath(model_path), 'paddle': paddle.__version__}
-    atomic_write_json(head, os.path.join(save_dir, HEAD_FILE))  # last: its presence marks a complete export
-    return head
+    save_dir = os.path.abspath(save_dir)
+    with staged_output(os.path.dirname(save_dir), [os.path.basename(save_dir)], True, '--save_dir') as tmp:
+        folder = os.path.join(tmp, os.path.basename(save_dir))
+        try:
+            os.makedirs(folder)
+            with open(os.path.join(folder, HEAD_FILE), 'w', encoding='utf-8') as f:
+                f.write(json.dumps(head, indent=2) + '\n')
+            paddle.jit.save(static, os.path.join(folder, MODEL_PREFIX))
+        except OSError as err:
+            raise FRNError(f'cannot write the export to {save_dir!r}: {os_error_cause(err)}; nothing was changed '
+                           f'there') from None
+        verify_saved(folder, model, image_size, save_dir)
+        checked = check(folder) if check else None
+        check_save_dir(save_dir)  # files may have been put there in the meantime
+    return head, checked
 
 
 def read_head(save_dir):
@@ -177,12 +225,40 @@ def read_head(save_dir):
                        f'export the model again') from None
     except ValueError as err:
         raise FRNError(f'{path!r} is not valid JSON ({err}); export the model again') from None
+    if not isinstance(head, dict):
+        raise FRNError(f'{path!r} holds a JSON {type(head).__name__}, not a head record; export the model again')
     missing = [k for k in ('format', 'backbone', 'image_size', 'resolution', 'd', 'scale', 'r') if k not in head]
     if missing or head.get('format') != FORMAT:
         raise FRNError(f'{path!r} is not a head file this code understands (format {head.get("format")!r}, '
                        f'expected {FORMAT!r}; missing {", ".join(missing) or "nothing"}); export the model again '
                        f'with this version of tools/export_model.py')
+    bad = [(key, expected) for key, ok, expected in (
+        ('backbone', head['backbone'] in BACKBONES, ' or '.join(BACKBONES)),
+        ('image_size', _whole(head['image_size'], 16), 'a whole number of pixels, at least 16'),
+        ('resolution', _whole(head['resolution'], 1), 'a positive whole number'),
+        ('d', _whole(head['d'], 1), 'a positive whole number'),
+        ('scale', _finite(head['scale']), 'a number'),
+        ('r', isinstance(head['r'], list) and len(head['r']) == 2 and all(map(_finite, head['r'])),
+         '[alpha, beta], two numbers')) if not ok]
+    if bad:
+        key, expected = bad[0]
+        raise FRNError(f'{path!r} has a bad "{key}": {json.dumps(head[key])} (expected {expected}); the file was '
+                       f'edited or damaged: export the model again')
+    if head.get('preprocess') is not None:
+        record = preprocess.check(head['preprocess'], f'"preprocess" of {path}')
+        if record['image_size'] != head['image_size']:
+            raise FRNError(f'{path!r} says image_size {head["image_size"]}, but its preprocessing record says '
+                           f'{record["image_size"]} px; the two disagree (the file was edited): export the model '
+                           f'again')
     return head
+
+
+def _whole(value, least):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def model_files(save_dir):
@@ -194,6 +270,22 @@ def model_files(save_dir):
             return program, params
     raise FRNError(f'{save_dir!r} lacks {MODEL_PREFIX}.json (or .pdmodel) and {MODEL_PREFIX}.pdiparams; '
                    f'export the model again with tools/export_model.py')
+
+
+def check_program(program, save_dir):
+    """An FRNError for a program file that does not parse: Paddle 2.6's predictor crashes (SIGSEGV) on a
+    damaged model.pdmodel instead of raising."""
+    try:
+        if program.endswith('.json'):
+            with open(program, encoding='utf-8') as f:
+                json.load(f)
+        else:
+            with open(program, 'rb') as f:
+                paddle.base.core.ProgramDesc(f.read())
+    except Exception as err:  # json, protobuf and paddle raise several types
+        raise FRNError(f'cannot load the exported model in {save_dir!r}: {os.path.basename(program)} does not parse '
+                       f'({type(err).__name__}: {first_line(err)}); it is damaged or truncated: export the model '
+                       f'again') from None
 
 
 def predictor_config(program, params, use_gpu=False, threads=1):
@@ -214,6 +306,11 @@ def predictor_config(program, params, use_gpu=False, threads=1):
         config.set_cpu_math_library_num_threads(threads)
     config.disable_glog_info()
     return config
+
+
+def first_line(err, limit=200):
+    """The first line of an exception's message: paddle's run to many lines of C++ context."""
+    return (str(err).strip().splitlines() or [''])[0][:limit]
 
 
 class Features:
@@ -263,6 +360,7 @@ class InferenceFeatures(Features):
     def __init__(self, save_dir, use_gpu=False, threads=1, log=warn):
         head = read_head(save_dir)
         program, params = model_files(save_dir)
+        check_program(program, save_dir)
         self.head, self.source = head, save_dir
         self.backbone, self.image_size = head['backbone'], int(head['image_size'])
         self.scale = float(head['scale'])
@@ -272,18 +370,24 @@ class InferenceFeatures(Features):
             note_once(f'{save_dir!r} was exported without a preprocessing record: using the natural-image '
                       f'defaults ({preprocess.describe(self.preprocess)})', log)
         else:
-            self.preprocess = preprocess.check(head['preprocess'], f'"preprocess" of {save_dir}/{HEAD_FILE}')
+            self.preprocess = head['preprocess']  # checked by read_head
         use_gpu = use_gpu_or_warn(use_gpu)
         self.predictor = self.layer = None
         try:
             self.predictor = paddle.inference.create_predictor(predictor_config(program, params, use_gpu, threads))
             self.backend = f'paddle.inference on {"GPU" if use_gpu else "CPU with oneDNN"}'
-        except Exception as err:  # paddle raises several types; the fallback below is always possible
-            reason = (str(err).strip().splitlines() or [''])[0]
-            log(f'paddle.inference could not create a predictor for {save_dir!r} ({type(err).__name__}: {reason}); '
-                f'falling back to paddle.jit.load')
+        except Exception as err:  # paddle raises several types; paddle.jit.load may still read the files
+            reason = f'{type(err).__name__}: {first_line(err)}'
             paddle.device.set_device('gpu' if use_gpu else 'cpu')
-            self.layer = paddle.jit.load(os.path.join(save_dir, MODEL_PREFIX))
+            try:
+                self.layer = paddle.jit.load(os.path.join(save_dir, MODEL_PREFIX))
+            except Exception as load_err:  # neither can read them: the files are damaged
+                raise FRNError(f'cannot load the exported model in {save_dir!r}: paddle.inference says {reason}; '
+                               f'paddle.jit.load says {type(load_err).__name__}: {first_line(load_err)}. '
+                               f'{os.path.basename(program)} or {os.path.basename(params)} is damaged or '
+                               f'truncated: export the model again') from None
+            log(f'paddle.inference could not create a predictor for {save_dir!r} ({reason}); '
+                f'falling back to paddle.jit.load')
             self.layer.eval()
             self.backend = f'paddle.jit.load on {paddle.device.get_device()}'
 

@@ -137,6 +137,9 @@ def read_torch_state_dict(path):
             raise FRNError(f'{path!r} uses the legacy (pre-1.6) torch.save format, which is not supported. '
                            f'Re-save it with PyTorch >= 1.6: '
                            f'python -c "import torch; torch.save(torch.load(\'{path}\'), \'resaved.pth\')"')
+        if head.startswith(b'PK\x03\x04'):  # a zip's first entry, but no readable directory at its end
+            raise FRNError(f'{path!r} is truncated or damaged: it begins like the zip archive torch.save writes, '
+                           f'but its end (the zip directory) is missing; copy or download it again')
         raise FRNError(f'{path!r} is not a PyTorch checkpoint (expected the zip archive written by torch.save)')
     try:
         with zipfile.ZipFile(path) as archive:
@@ -161,15 +164,15 @@ def read_torch_state_dict(path):
     return collections.OrderedDict(state)
 
 
-def infer_backbone(keys):
-    """'ResNet12' or 'Conv4' from official parameter names."""
+def infer_backbone(keys, flag='--backbone'):
+    """'ResNet12' or 'Conv4' from official parameter names; `flag` is the option that forces one in the calling tool."""
     keys = list(keys)
     if any(k.startswith('feature_extractor.layer1.') for k in keys):
         return 'ResNet12'
     if any(k.startswith('feature_extractor.layers.') for k in keys):
         return 'Conv4'
-    raise FRNError('cannot tell the backbone from the checkpoint keys (no feature_extractor.layer1.* or '
-                   'feature_extractor.layers.*); is it an FRN checkpoint? Pass --backbone to force one')
+    raise FRNError(f'cannot tell the backbone from the checkpoint keys (no feature_extractor.layer1.* or '
+                   f'feature_extractor.layers.*); is it an FRN checkpoint? Pass {flag} to force one')
 
 
 def infer_model(keys):

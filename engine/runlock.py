@@ -1,8 +1,10 @@
 """One run at a time in a run folder: a lock file, and what a fresh run may find there.
 
 Two runs writing one folder leave a mix of both (one's `0.pdparams`, the other's
-`last_model`, an interleaved log) that `--resume auto` would then continue. So a training
-run holds `<run folder>/run.lock` from before it reads its data until it exits.
+`last_model`, an interleaved log) that `--resume auto` would then continue. So every
+long-running tool that writes a folder of checkpoints (pretrain.py and meta_train.py in
+their run folder, tools/train_inverter.py in its --out) holds `<folder>/run.lock` from
+before it reads its data until it exits.
 
 The lock is a POSIX record lock (`fcntl.lockf`) on that file, which holds the owner's pid,
 host and start time for the message a second run prints. The kernel drops the lock when
@@ -42,11 +44,16 @@ def _read_info(fd):
         return {}
 
 
-class RunLock:
-    """Hold `folder` for this process; `notes` says what was found and done (for the log)."""
+TRAINING_FLAG = '--checkpoint_dir (or other --dataset/--model/way/shot flags, which name the folder)'
 
-    def __init__(self, folder, command=''):
-        self.folder, self.command = os.path.abspath(folder), command
+
+class RunLock:
+    """Hold `folder` for this process; `notes` says what was found and done (for the log).
+
+    `flag` names the option that chose the folder, for the message of a second run."""
+
+    def __init__(self, folder, command='', flag=TRAINING_FLAG):
+        self.folder, self.command, self.flag = os.path.abspath(folder), command, flag
         self.path = os.path.join(self.folder, LOCK_NAME)
         self.fd, self.notes, self.created_folder = None, [], False
 
@@ -63,10 +70,9 @@ class RunLock:
                 os.close(fd)
                 if err.errno in (errno.EACCES, errno.EAGAIN):
                     raise FRNError(f'run folder {self.folder} is in use by another run ({describe_owner(info)}); '
-                                   f'wait for it to end or stop it, or give this run another --checkpoint_dir '
-                                   f'(or other --dataset/--model/way/shot flags, which name the folder)') from None
+                                   f'wait for it to end or stop it, or give this run another {self.flag}') from None
                 raise FRNError(f'cannot lock {self.path} ({err.strerror}); this file system does not support '
-                               f'file locks, so use a --checkpoint_dir on a local disk') from None
+                               f'file locks, so choose a folder on a local disk ({self.flag.split()[0]})') from None
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
             except FileNotFoundError:
@@ -119,18 +125,27 @@ def checkpoint_files(folder):
     return sorted(f for f in os.listdir(folder) if f.endswith(CHECKPOINT_EXTENSIONS))
 
 
-def prepare_fresh_start(folder, resume, overwrite):
-    """Refuse to start a new run over another run's checkpoints unless told; with --overwrite, clear them.
+def refuse_earlier_run(folder, resume, overwrite):
+    """Refuse to start a new run over another run's checkpoints unless --overwrite says so.
 
-    Returns notes for the log.
+    Only a check: the checkpoints are deleted by `clear_earlier_run`, once the new run has passed
+    all its checks, so a run that stops at a check leaves the earlier one intact.
     """
     found = checkpoint_files(folder)
-    if resume is not None or not found:
-        return []
-    if not overwrite:
+    if resume is None and found and not overwrite:
         raise FRNError(f'run folder {folder} already holds the checkpoints of an earlier run ({len(found)} files: '
                        f'{", ".join(found[:4])}{", ..." if len(found) > 4 else ""}); continue it with --resume auto, '
-                       f'start it again with --overwrite (which deletes them), or choose another --checkpoint_dir')
+                       f'start it again with --overwrite (which deletes them once the new run has passed its checks), '
+                       f'or choose another --checkpoint_dir')
+
+
+def clear_earlier_run(folder, names=None):
+    """--overwrite, when the new run starts writing: delete the earlier run's checkpoints (`names`, by default every
+    .pdparams and .pdopt) and curves.png, and keep its output.log as output.<time>.log. Returns notes for the log."""
+    found = [n for n in (checkpoint_files(folder) if names is None else names)
+             if os.path.isfile(os.path.join(folder, n))]
+    if not found:
+        return []
     for name in found + [n for n in ('curves.png',) if os.path.exists(os.path.join(folder, n))]:
         os.remove(os.path.join(folder, name))
     notes = [f'--overwrite: deleted the {len(found)} checkpoint files of the earlier run in {folder}']

@@ -10,7 +10,8 @@ Run folder files:
   last_model.pdparams      model weights after the newest epoch
   <epoch>.pdparams         model weights kept every --save_freq epochs
   *.pdopt                  beside each of the last two: everything a resume needs (model, optimizer,
-                           schedule, epoch, best accuracy, RNG states), in one atomic file
+                           schedule, epoch, best accuracy, RNG states), in one atomic file, written
+                           after its .pdparams; an epoch writes <epoch>.* before last_model.*
   output.log               the log, for people
   metrics.jsonl            the same numbers as records, for programs (curves.png, VisualDL; engine/metrics.py)
   curves.png               loss, accuracy and learning rate per epoch, drawn when training ends
@@ -24,6 +25,7 @@ meet it at the first gradient exchange.
 """
 import os
 import random
+import shutil
 import time
 
 import numpy as np
@@ -35,7 +37,8 @@ from engine import parallel
 from engine.evaluation import evaluate
 from engine.feature_cache import feature_cache_for
 from engine.log import progress
-from utils import FRNError, atomic_save, mean_confidence_interval
+from engine.runlock import clear_earlier_run
+from utils import FRNError, atomic_save, atomic_write, mean_confidence_interval
 
 
 class TrainStep(paddle.nn.Layer):
@@ -125,51 +128,104 @@ def load_optimizer_state(optimizer, model, state):
 
 
 def save_checkpoint(path, model, optimizer, scheduler, epoch, best_acc, best_epoch, args):
-    """`<name>.pdparams` (weights, for users) and `<name>.pdopt` (the complete resume state)."""
+    """`<name>.pdparams` (weights, for users), then `<name>.pdopt` (the complete resume state).
+
+    In this order a .pdopt always has its epoch's weights beside it, wherever a kill lands."""
+    atomic_save(model.state_dict(), path)
     atomic_save({'model': model.state_dict(), 'optimizer': optimizer_state(optimizer, model),
                  'scheduler': scheduler.state_dict(), 'epoch': epoch, 'best_acc': best_acc,
                  'best_epoch': best_epoch, 'args': vars(args),
                  'rng': {'paddle': paddle.get_rng_state(), 'numpy': np.random.get_state(),
                          'python': random.getstate()}},
                 os.path.splitext(path)[0] + '.pdopt')
-    atomic_save(model.state_dict(), path)
+
+
+def read_state_file(path, fix='resume from another checkpoint of the run, or start again with --overwrite'):
+    """paddle.load of a resume state, with a one-line error for a truncated or foreign file."""
+    try:
+        return paddle.load(path)
+    except Exception as err:  # paddle raises many types for a truncated or foreign file
+        raise FRNError(f'cannot read the resume state {path!r} ({type(err).__name__}: {str(err)[:200]}); it is '
+                       f'truncated or was not written by this code: {fix}') from None
+
+
+LAST = 'last_model'
+
+
+def newest_state(run_dir):
+    """(path, state) of the newest resume state in `run_dir`, or (None, None) when it holds none.
+
+    An epoch writes <epoch>.pdopt before last_model.pdopt, so a run killed between the two has
+    its newest state in <epoch>.pdopt: a later epoch than last_model's, written after it. Otherwise
+    last_model.pdopt is the newest; a later <epoch>.pdopt written before it is what a run resumed
+    from an earlier epoch (--resume 3.pdparams) left behind, and is not continued.
+    """
+    numbered = sorted(int(f[:-len('.pdopt')]) for f in os.listdir(run_dir)
+                      if f.endswith('.pdopt') and f[:-len('.pdopt')].isdigit())
+    last = os.path.join(run_dir, LAST + '.pdopt')
+    state = read_state_file(last) if os.path.isfile(last) else None
+    last_epoch = state.get('epoch', -1) if isinstance(state, dict) else -1
+    if numbered and numbered[-1] > last_epoch:
+        path = os.path.join(run_dir, f'{numbered[-1]}.pdopt')
+        if state is None or os.path.getmtime(path) >= os.path.getmtime(last):
+            return path, read_state_file(path)
+    return (last, state) if state is not None else (None, None)
 
 
 def resume_path(resume, run_dir):
-    """The .pdopt to resume from, or None for a fresh start."""
+    """(the .pdopt to resume from, its state when already read), or (None, None) for a fresh start."""
     if resume is None:
-        return None
+        return None, None
     if resume == 'auto':
-        path = os.path.join(run_dir, 'last_model.pdopt')
-        if os.path.isfile(path):
-            return path
-        weights = sorted(f for f in os.listdir(run_dir) if f.endswith(('.pdparams', '.pdopt'))) \
+        path, state = newest_state(run_dir) if os.path.isdir(run_dir) else (None, None)
+        if path:
+            return path, state
+        weights = sorted(f for f in os.listdir(run_dir) if f.endswith('.pdparams')) \
             if os.path.isdir(run_dir) else []
         if weights:  # starting over would overwrite them
-            raise FRNError(f'--resume auto: {run_dir} holds {", ".join(weights[:4])} but no last_model.pdopt, so '
-                           f'there is no resume state to continue from; resume from a <epoch>.pdparams that has '
-                           f'its .pdopt, or start again with --overwrite instead of --resume (which deletes them)')
-        return None
+            raise FRNError(f'--resume auto: {run_dir} holds {", ".join(weights[:4])} but no .pdopt file, so '
+                           f'there is no resume state to continue from; start again with --overwrite instead of '
+                           f'--resume (which deletes them), or choose another --checkpoint_dir')
+        return None, None
     path = os.path.splitext(resume)[0] + '.pdopt'
     if not os.path.isfile(path):
         raise FRNError(f'--resume {resume!r} has no {os.path.basename(path)} beside it, so the optimizer and '
                        f'schedule cannot be restored; resume from last_model.pdparams or a <epoch>.pdparams '
                        f'saved by this code')
-    return path
+    return path, None
+
+
+def catch_up_last_model(path, state, run_dir, log):
+    """A run killed between an epoch's <epoch>.* and last_model.* writes resumes from <epoch>.pdopt; last_model.*
+    is brought up to that epoch, as the killed run would have left it (its .pdparams, then its .pdopt)."""
+    if os.path.basename(path) == LAST + '.pdopt':
+        return
+    last = os.path.join(run_dir, LAST + '.pdopt')
+    try:
+        held = read_state_file(last) if os.path.isfile(last) else None
+    except FRNError:  # damaged: replaced below by the state this run resumes from
+        held = None
+    if isinstance(held, dict) and held.get('epoch', -1) >= state['epoch']:
+        return
+    weights = os.path.splitext(path)[0] + '.pdparams'
+    if os.path.isfile(weights):
+        atomic_write(os.path.join(run_dir, LAST + '.pdparams'), lambda tmp: shutil.copyfile(weights, tmp))
+    else:  # a .pdopt written before its .pdparams (by an earlier version of this code)
+        atomic_save(state['model'], os.path.join(run_dir, LAST + '.pdparams'))
+    atomic_write(os.path.join(run_dir, LAST + '.pdopt'), lambda tmp: shutil.copyfile(path, tmp))
+    log(f'{LAST}.pdparams and .pdopt were behind {os.path.basename(path)} (a run stopped between the two '
+        f'checkpoints of epoch {state["epoch"]}): copied from it')
 
 
 RESUME_KEYS = ('model', 'optimizer', 'scheduler', 'epoch', 'best_acc', 'best_epoch', 'args', 'rng')
 STAGES = {'stl_frn': 'pretraining (pretrain.py)', 'meta_frn': 'meta-training (meta_train.py)'}
 
 
-def read_resume_state(path, args, model):
-    """The .pdopt at `path`, checked against this run before anything is restored: a clear error, not a traceback."""
-    try:
-        state = paddle.load(path)
-    except Exception as err:  # paddle raises many types for a truncated or foreign file
-        raise FRNError(f'cannot read the resume state {path!r} ({type(err).__name__}: {str(err)[:200]}); it is '
-                       f'truncated or was not written by this code: resume from another checkpoint of the run, '
-                       f'or start again with --overwrite') from None
+def read_resume_state(path, args, model, state=None):
+    """The .pdopt at `path` (or its `state`, already read), checked against this run before anything is
+    restored: a clear error, not a traceback."""
+    if state is None:
+        state = read_state_file(path)
     if not isinstance(state, dict) or any(k not in state for k in RESUME_KEYS):
         raise FRNError(f'{path!r} is not a resume state of this code (it needs {", ".join(RESUME_KEYS)}); resume '
                        f'from a .pdparams whose .pdopt was written by pretrain.py or meta_train.py')
@@ -178,7 +234,9 @@ def read_resume_state(path, args, model):
     if saved.get('method') != args.method:
         mismatch.append(f'it is {STAGES.get(saved.get("method"), repr(saved.get("method")))}, '
                         f'this run is {STAGES.get(args.method, args.method)}')
-    for key in ('model', 'dataset', 'image_size', 'num_classes', 'train_n_way', 'n_shot'):
+    # the transforms are refused like the image size: the checkpoints were trained with the saved ones
+    for key in ('model', 'dataset', 'image_size', 'train_transform_type', 'eval_resize', 'num_classes',
+                'train_n_way', 'n_shot'):
         if key in saved and hasattr(args, key) and saved[key] != getattr(args, key) and (
                 key not in ('train_n_way', 'n_shot') or args.method == 'meta_frn'):
             mismatch.append(f'--{key} is {saved[key]} there, {getattr(args, key)} here')
@@ -198,8 +256,8 @@ def read_resume_state(path, args, model):
     return state
 
 
-def load_resume_state(path, model, optimizer, scheduler, args, log):
-    state = read_resume_state(path, args, model)
+def load_resume_state(path, model, optimizer, scheduler, args, log, state=None):
+    state = read_resume_state(path, args, model, state)
     model.set_state_dict(state['model'])
     load_optimizer_state(optimizer, model, state['optimizer'])
     scheduler.set_state_dict(state['scheduler'])
@@ -214,21 +272,28 @@ def load_resume_state(path, model, optimizer, scheduler, args, log):
         log(f'warning: resuming with different {", ".join(changed)} than the saved run')
     log(f'resumed from {path}: epoch {state["epoch"]} done, best acc {state["best_acc"]:.2f} '
         f'at epoch {state["best_epoch"]}')
-    return state['epoch'] + 1, state['best_acc'], state['best_epoch']
+    return state
 
 
 def train(args, model, train_loader, train_step, val_loader, val_episode, run_dir, log):
     """Train for args.epoch epochs. val_episode = (way, shot, query) of the validation episodes."""
     optimizer, scheduler = build_optimizer(args, model)
     start_epoch, best_acc, best_epoch = 0, -1.0, -1
-    path = resume_path(args.resume, run_dir)
+    path, state = resume_path(args.resume, run_dir)
     if path:
-        start_epoch, best_acc, best_epoch = load_resume_state(path, model, optimizer, scheduler, args, log)
+        state = load_resume_state(path, model, optimizer, scheduler, args, log, state)
+        start_epoch, best_acc, best_epoch = state['epoch'] + 1, state['best_acc'], state['best_epoch']
     elif args.resume == 'auto':
-        log(f'--resume auto: no last_model.pdopt in {run_dir}, starting from epoch 0')
-    log.persist()  # the inputs are checked: from here on the run is logged to its file
-    step = parallel.wrap(TrainStep(model, train_step))  # after resuming: DataParallel broadcasts rank 0's weights
+        log(f'--resume auto: no resume state (.pdopt) in {run_dir}, starting from epoch 0')
     main = parallel.is_main()
+    # the inputs are checked: only now does --overwrite delete the earlier run, and the run write its files
+    if main and path:
+        catch_up_last_model(path, state, run_dir, log)
+    if main and args.resume is None and getattr(args, 'overwrite', False):
+        for note in clear_earlier_run(run_dir):
+            log(note)
+    log.persist()  # from here on the run is logged to its file
+    step = parallel.wrap(TrainStep(model, train_step))  # after resuming: DataParallel broadcasts rank 0's weights
     if main:  # what the model's input must be, beside its checkpoints (data/preprocess.py)
         write_sidecar(run_dir, record_for(args.dataset, args.image_size, getattr(args, 'eval_resize', None)))
     ckpt = lambda name: os.path.join(run_dir, f'{name}.pdparams')  # noqa: E731

@@ -1,7 +1,10 @@
-"""Shared test fixtures: where ../shared is, and a sane thread count."""
+"""Shared test fixtures: where ../shared is, a sane thread count, real data subsets, a small disk to fill."""
+import contextlib
 import importlib.util
+import io
 import os
 import pathlib
+import subprocess
 
 import pytest
 
@@ -91,3 +94,39 @@ def extract_cars_subset(dest, classes_per_split=(6, 5, 5)):
 def cars_small(tmp_path_factory):
     """Shared read-only class-per-folder folder of real Stanford Cars crops (6/5/5 classes, 24-68 images each)."""
     return extract_cars_subset(tmp_path_factory.mktemp('cars'))
+
+
+@contextlib.contextmanager
+def mounted_small_disk(folder, size):
+    """A tmpfs of `size` (such as '300k') mounted at `folder`: a real disk that fills up. Mounting needs root;
+    where it is not allowed, the test is skipped with the reason."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(folder)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f'cannot mount a small tmpfs to fill up ({result.stderr.strip() or result.returncode}); '
+                    f'the full-disk case needs root')
+    try:
+        yield folder
+    finally:
+        subprocess.run(['umount', str(folder)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KB tmpfs: a real full disk (see mounted_small_disk)."""
+    with mounted_small_disk(tmp_path / 'disk', '300k') as mount:
+        yield mount
+
+
+def jpeg_claiming(width, height):
+    """A real baseline JPEG whose frame header (SOF0) claims width x height (past Pillow's decompression-bomb
+    limit for 60000 x 60000)."""
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new('RGB', (16, 16), (200, 30, 30)).save(buffer, 'JPEG')
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b'\xff\xc0')
+    data[sof + 5:sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
+    return bytes(data)

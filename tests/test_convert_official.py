@@ -199,6 +199,14 @@ def test_damaged_archives_give_one_clear_error(tmp_path):
         read_torch_state_dict(torch_zip(tmp_path / 'tuple.pth', {}, pickled=not_dict))
 
 
+def test_a_truncated_checkpoint_is_named_truncated(tmp_path):
+    """A download cut short keeps the zip's first entries but loses the directory at its end."""
+    path = write_state(tmp_path / 'model.pth', official_state('Conv4'))
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) * 2 // 3])
+    with pytest.raises(FRNError, match='is truncated or damaged: it begins like the zip archive torch.save writes'):
+        read_torch_state_dict(path)
+
+
 # --- converting --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('backbone', ['ResNet12', 'Conv4'])

@@ -8,6 +8,8 @@ paddle.inference predictor) runs in a subprocess.
 import csv
 import importlib.util
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import paddle.nn.functional as F
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, jpeg_claiming, mounted_small_disk
 from deploy.export import DygraphFeatures, InferenceFeatures, read_head
 from methods.FRN import FRN
 from deploy.predict import class_probabilities, load_images, neg_l2_dist
@@ -358,3 +360,116 @@ def test_export_of_a_checkpoint_with_the_wrong_backbone_is_a_one_line_error(work
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert 'does not match this model' in result.stderr and 'Check --model' in result.stderr
     assert not (tmp_path / 'export' / 'frn_head.json').exists()
+
+
+# ---- an export appears whole or not at all (issue 23) ----
+
+def one_line_failure(result, *fragments):
+    """Exit code 2 and one error line (after the checkpoint's notes, such as a missing preprocess.json, and Paddle's
+    own glog lines, such as 2.6's 'I1206 19:27:55.08 ... New Executor is Running.')."""
+    assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if not re.match(r'[IW]\d{4} ', line)]
+    assert lines[-1].startswith('error: '), result.stderr
+    assert all(line.startswith('warning: ') and 'falling back' not in line for line in lines[:-1]), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def export_conv4(work, save_dir, *extra):
+    return run_tool('export_model', '--model', 'Conv4', '--model_path', work['Conv4'], '--save_dir', save_dir,
+                    '--image_size', SIZE, '--threads', '2', *extra, check=False)
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_first_export_onto_a_full_disk_is_one_line_and_leaves_nothing(work, small_disk):
+    """300 KB cannot hold the 480 KB Conv-4 export: paddle.jit.save writes model.pdiparams short without an error,
+    which reading the export back shows."""
+    line = one_line_failure(export_conv4(work, small_disk / 'export'), str(small_disk / 'export'),
+                            'nothing was changed')
+    assert 'space' in line
+    assert os.listdir(small_disk) == []
+
+
+def test_a_re_export_onto_a_full_disk_leaves_the_earlier_export_whole(work, tmp_path):
+    with mounted_small_disk(tmp_path / 'disk', '700k') as disk:  # room for one export, not two
+        shutil.copytree(work['root'] / 'export_Conv4', disk / 'export')
+        before = snapshot(disk / 'export')
+        one_line_failure(export_conv4(work, disk / 'export'), str(disk / 'export'), 'nothing was changed')
+        assert snapshot(disk / 'export') == before and os.listdir(disk) == ['export']
+
+
+def test_a_re_export_replaces_every_file_of_the_earlier_one(work, tmp_path):
+    folder = shutil.copytree(work['root'] / 'export_Conv4', tmp_path / 'export')
+    (folder / 'model.pdmodel.old').write_bytes(b'a file of an earlier export')  # gone after the swap
+    other = make_checkpoint('Conv4', tmp_path / 'other.pdparams', seed=1)
+    result = run_tool('export_model', '--model', 'Conv4', '--model_path', other, '--save_dir', folder,
+                      '--image_size', SIZE, '--threads', '2', '--no_check')
+    assert 'exported Conv4' in result.stdout
+    assert read_head(str(folder))['checkpoint'] == str(other) and not (folder / 'model.pdmodel.old').exists()
+    assert sorted(os.listdir(tmp_path)) == ['export', 'other.pdparams']  # no temp folder, no lock file left
+
+
+def test_a_save_dir_holding_other_files_is_refused_and_left_alone(work, tmp_path):
+    (tmp_path / 'mine.txt').write_text('keep me')
+    one_line_failure(export_conv4(work, tmp_path), '--save_dir', 'mine.txt', 'not part of an export')
+    assert os.listdir(tmp_path) == ['mine.txt']
+
+
+@pytest.mark.parametrize('damage', ['truncated params', 'garbage params', 'truncated program', 'garbage program'])
+def test_a_damaged_export_is_one_line_naming_its_folder(work, tmp_path, damage):
+    folder = shutil.copytree(work['root'] / 'export_Conv4', tmp_path / 'export')
+    target = folder / ('model.pdiparams' if 'params' in damage else PROGRAM_FILE)
+    data = target.read_bytes()
+    target.write_bytes(data[:len(data) // 2] if 'truncated' in damage else
+                       np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes())
+    result = run_tool('infer', '--support', work['root'] / 'support', '--query', work['root'] / 'query',
+                      '--inference_dir', folder, '--threads', '2', check=False)
+    one_line_failure(result, str(folder), 'damaged or truncated', 'export the model again')
+
+
+@pytest.mark.parametrize('edit, fragment', [
+    ({'r': [0.2]}, 'has a bad "r": [0.2]'),
+    ({'r': 'oops'}, 'has a bad "r": "oops"'),
+    ({'scale': None}, 'has a bad "scale": null'),
+    ({'image_size': 84}, 'says image_size 84, but its preprocessing record says 32 px'),
+])
+def test_a_head_file_with_a_bad_value_or_another_size_than_its_record_is_refused(work, tmp_path, capsys, edit,
+                                                                                 fragment):
+    folder = shutil.copytree(work['root'] / 'export_Conv4', tmp_path / 'export')
+    head = json.loads((folder / 'frn_head.json').read_text())
+    (folder / 'frn_head.json').write_text(json.dumps(dict(head, **edit)))
+    err = infer_error(capsys, '--support', work['root'] / 'support', '--query', work['root'] / 'query',
+                      '--inference_dir', folder)
+    assert fragment in err and 'export the model again' in err
+
+
+def test_a_protonet_checkpoint_is_refused_by_prediction_and_export(work, tmp_path, capsys):
+    """ProtoNet has no r = [alpha, beta]; FRN's head must not run with the initial zeros in its place."""
+    from methods.protonet import Proto
+    path = tmp_path / 'proto.pdparams'
+    paddle.save(Proto(backbone='Conv4', image_size=SIZE).state_dict(), str(path))
+    err = infer_error(capsys, '--support', work['root'] / 'support', '--query', work['root'] / 'query',
+                      '--model_path', path)
+    assert 'is a ProtoNet checkpoint' in err and 'test.py --method meta_proto' in err
+    one_line_failure(export_conv4(dict(work, Conv4=path), tmp_path / 'export'), 'is a ProtoNet checkpoint')
+    assert not (tmp_path / 'export').exists()
+
+
+def test_an_unknown_checkpoint_asks_for_the_model_flag_these_tools_have(work, tmp_path, capsys):
+    path = tmp_path / 'odd.pdparams'
+    paddle.save({'encoder.weight': paddle.zeros([2, 2])}, str(path))
+    err = infer_error(capsys, '--support', work['root'] / 'support', '--query', work['root'] / 'query',
+                      '--model_path', path)
+    assert 'cannot tell the backbone' in err and 'Pass --model to force one' in err
+
+
+def test_a_support_image_past_the_decompression_bomb_limit_is_named(work, support_copy, capsys):
+    bomb = support_copy / work['classes'][0] / 'huge.jpg'
+    bomb.write_bytes(jpeg_claiming(60000, 60000))
+    err = infer_error(capsys, '--support', support_copy, '--query', work['root'] / 'query', '--model_path',
+                      work['Conv4'], '--image_size', SIZE)
+    assert str(bomb) in err and 'decompression-bomb' in err

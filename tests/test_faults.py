@@ -21,14 +21,14 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import REPO, extract_tiny_subset
+from conftest import REPO, extract_tiny_subset, jpeg_claiming
 from utils import FRNError
 
 TIMEOUT = 120
 SMALL = ['--model', 'Conv4', '--image_size', '32', '--n_query', '3', '--threads', '1']
 TRAIN = ['--dataset', 'mini_imagenet', '--method', 'stl_frn', '--batch_size', '8', '--val_n_episode', '2',
          '--milestones', '3', '--print_freq', '100', *SMALL]
-BAD_KINDS = ('truncated', 'random_bytes', 'zero_bytes', 'deleted')
+BAD_KINDS = ('truncated', 'random_bytes', 'zero_bytes', 'deleted', 'bomb')
 
 
 @pytest.fixture(scope='module')
@@ -67,6 +67,8 @@ def spoil(path, kind):
         path.write_bytes(b'')
     elif kind == 'deleted':
         path.unlink()
+    elif kind == 'bomb':  # a header claiming 3.6 billion pixels, past Pillow's decompression-bomb limit
+        path.write_bytes(jpeg_claiming(60000, 60000))
 
 
 @pytest.fixture
@@ -163,7 +165,8 @@ def test_every_loop_stops_with_the_files_name_for_every_kind_of_bad_image(kind, 
         split = 'val' if loop.startswith(('validation', 'feature_cache')) else 'train'
         assert message is not None, f'{loop}: no error for a {kind} image'
         assert str(first_image(folder, split)) in message, (loop, message)
-        assert ('does not exist' if kind == 'deleted' else 'cannot read image') in message, (loop, message)
+        expected = {'deleted': 'does not exist', 'bomb': "claims more pixels than Pillow's decompression-bomb"}
+        assert expected.get(kind, 'cannot read image') in message, (loop, message)
     for loop in ('batches', 'episodes', 'validation', 'feature_cache', 'image_cache'):
         assert errors[f'{loop}/0'] == errors[f'{loop}/2'], loop  # the same message with or without workers
     assert not any(f.endswith('.tmp') for _, _, files in os.walk(tmp_path / 'cache') for f in files)
@@ -272,6 +275,23 @@ def test_a_fresh_run_refuses_a_folder_with_another_runs_checkpoints_and_overwrit
     assert '--overwrite: deleted the' in log and 'Epoch 7' not in log
 
 
+@pytest.mark.parametrize('script, flags, error', [
+    ('pretrain.py', [*TRAIN, '--n_query', '30'], 'n_shot + n_query = 31'),
+    ('meta_train.py', [*SMALL, '--train_n_way', '5', '--train_n_episode', '2', '--val_n_episode', '2',
+                       '--pretrain_path', 'damaged.pdparams'], 'cannot read checkpoint'),
+])
+def test_overwrite_keeps_the_earlier_run_when_a_check_of_the_new_one_fails(script, flags, error, data, reference,
+                                                                          tmp_path):
+    """--overwrite deletes the earlier checkpoints only once the new run has passed its checks."""
+    name = 'Conv4_stl_frn_pretrain' if script == 'pretrain.py' else 'Conv4_meta_frn_5way_1shot_metatrain'
+    folder = run_dir(tmp_path, name)
+    shutil.copytree(reference['dir'], folder)
+    (tmp_path / 'damaged.pdparams').write_bytes((reference['dir'] / 'best_model.pdparams').read_bytes()[:500])
+    before = {f: (folder / f).read_bytes() for f in os.listdir(folder)}
+    one_line_error(run(script, '--data_path', str(data), '--epoch', '1', '--overwrite', *flags, cwd=tmp_path), error)
+    assert {f: (folder / f).read_bytes() for f in os.listdir(folder)} == before
+
+
 # ---- 3. --resume is checked before work starts ----
 
 def test_resume_from_a_truncated_pdopt_is_one_line(data, reference, tmp_path):
@@ -287,13 +307,20 @@ def test_resume_from_a_truncated_pdopt_is_one_line(data, reference, tmp_path):
      'it is pretraining (pretrain.py), this run is meta-training'),
     ('pretrain.py', [*TRAIN, '--model', 'ResNet12'], '--model is Conv4 there, ResNet12 here'),
     ('pretrain.py', [*TRAIN, '--image_size', '24'], '--image_size is 32 there, 24 here'),
+    ('pretrain.py', [*TRAIN, '--eval_resize', 'square'], '--eval_resize is shorter there, square here'),
+    ('pretrain.py', [*TRAIN, '--train_transform_type', '1'], '--train_transform_type is 0 there, 1 here'),
 ])
-def test_resume_of_another_stage_backbone_or_image_size_says_what_differs(script, flags, expected, data, reference,
-                                                                          tmp_path):
+def test_resume_of_another_stage_backbone_image_size_or_transform_says_what_differs(script, flags, expected, data,
+                                                                                    reference, tmp_path):
+    """Nothing is written either: the resumed run's preprocess.json would record another transform."""
+    shutil.copytree(reference['work'] / 'checkpoints', tmp_path / 'checkpoints')
+    folder = run_dir(tmp_path)
+    before = {f: (folder / f).read_bytes() for f in os.listdir(folder)}
     result = run(script, '--data_path', str(data), '--epoch', '9', *flags, '--resume',
-                 str(reference['dir'] / 'last_model.pdparams'), cwd=tmp_path)
+                 str(folder / 'last_model.pdparams'), cwd=tmp_path)
     one_line_error(result, 'belongs to another run', expected)
     assert 'resumed from' not in result.stdout
+    assert {f: (folder / f).read_bytes() for f in os.listdir(folder)} == before
 
 
 def test_resume_with_another_class_count_says_so(reference):
@@ -310,10 +337,11 @@ def test_resume_with_another_class_count_says_so(reference):
 def test_resume_auto_with_weights_but_no_pdopt_refuses_and_keeps_them(data, reference, tmp_path):
     shutil.copytree(reference['work'] / 'checkpoints', tmp_path / 'checkpoints')
     folder = run_dir(tmp_path)
-    (folder / 'last_model.pdopt').unlink()
+    for pdopt in folder.glob('*.pdopt'):
+        pdopt.unlink()
     before = {f: (folder / f).stat().st_mtime_ns for f in os.listdir(folder)}
     one_line_error(run('pretrain.py', '--data_path', str(data), *TRAIN, '--epoch', '9', '--resume', 'auto',
-                       cwd=tmp_path), 'no last_model.pdopt', '--overwrite')
+                       cwd=tmp_path), 'no .pdopt file', '--overwrite')
     assert {f: (folder / f).stat().st_mtime_ns for f in os.listdir(folder)} == before
 
 
@@ -492,39 +520,141 @@ def test_a_too_large_n_way_names_the_split_and_the_flag_and_writes_nothing(data,
     assert not (tmp_path / 'r').exists()
 
 
+def test_one_way_episodes_and_one_class_pretraining_are_refused(data, reference, tmp_path):
+    """With one class every query is right: 100% that measures nothing."""
+    import meta_train
+    import test as test_script
+    with pytest.raises(FRNError, match='--test_n_way must be at least 2, not 1'):
+        test_script.parse_args(['--data_path', str(data), '--test_n_way', '1', '--model_path',
+                                str(reference['dir'] / 'best_model.pdparams')])
+    with pytest.raises(FRNError, match='--val_n_way must be at least 2, not 1'):
+        meta_train.parse_args(['--data_path', str(data), '--val_n_way', '1'])
+    one_class = tmp_path / 'one_class'
+    shutil.copytree(data, one_class)
+    rows = (one_class / 'train.csv').read_text().splitlines()
+    label = rows[1].split(',')[1]
+    (one_class / 'train.csv').write_text('\n'.join([rows[0]] + [r for r in rows[1:] if r.endswith(label)]) + '\n')
+    one_line_error(run('pretrain.py', '--data_path', str(one_class), *TRAIN, '--epoch', '1', cwd=tmp_path),
+                   'has 1 class', 'at least 2')
+    assert not (tmp_path / 'checkpoints').exists() or not any((tmp_path / 'checkpoints').rglob('*.*'))
+
+
+def test_a_model_tested_through_its_own_record_reports_the_size_it_ran_at_and_cache_dir_is_refused_first(
+        data, reference, tmp_path):
+    """A 32 px model tested with --image_size left at 84 runs at 32 px (its preprocess.json): the JSON says 32.
+    --cache_dir holds the data's own transform, which this model does not take: refused before any cache is built."""
+    args = ['--data_path', str(data), '--model', 'Conv4', '--n_query', '3', '--threads', '1', '--test_task_nums',
+            '1', '--test_n_episode', '2', '--results_dir', str(tmp_path / 'r'), '--model_path',
+            str(reference['dir'] / 'best_model.pdparams')]
+    result = run('test.py', *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / 'r' / '5w1s' / 'mini_imagenet_Conv4_meta_frn.json').read_text())
+    assert record['image_size'] == 32 and record['preprocess']['image_size'] == 32
+    assert 'it sets the input size, not --image_size 84' in result.stdout
+    one_line_error(run('test.py', *args, '--cache_dir', str(tmp_path / 'cache'), cwd=tmp_path),
+                   '--cache_dir holds images prepared for the test data\'s own transform')
+    assert not (tmp_path / 'cache').exists()
+
+
 # ---- 8. killed at random points, resumed each time: the weights of an uninterrupted run ----
 
-def test_five_random_kills_each_resumed_end_bit_identical_to_an_uninterrupted_run(data, reference, tmp_path):
-    """Runs are killed at random times and resumed with --resume auto until one finishes: a chain.
+KILL_AFTER = textwrap.dedent('''
+    import os, re, runpy, signal, sys
+    pattern, script = sys.argv[1], sys.argv[2]
+    real_replace = os.replace
+    def replace(src, dst, *a, **k):  # atomic_write's rename: the file is complete once it returns
+        real_replace(src, dst, *a, **k)
+        if re.fullmatch(pattern, os.path.basename(str(dst))):
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = replace
+    sys.argv = [script] + sys.argv[3:]
+    sys.path.insert(0, os.path.dirname(script))
+    runpy.run_path(script, run_name='__main__')
+''')
+# right after an epoch's <epoch>.pdopt, before last_model.*: the gap between the epoch's two checkpoint writes
+GAP = r'[0-9]+\.pdopt'
 
-    Each resume has less left to do, so a chain often finishes before its fifth kill; then its
-    end is checked and a new chain starts, until five kills have been resumed and checked.
+
+def assert_same_weights(reference_dir, folder):
+    for name in ('last_model.pdparams', 'best_model.pdparams'):
+        straight, resumed = weights(reference_dir / name), weights(folder / name)
+        assert straight.keys() == resumed.keys()
+        for key in straight:
+            np.testing.assert_array_equal(straight[key], resumed[key], err_msg=f'{name}: {key}')
+    assert not temp_files(folder) and 'run.lock' not in os.listdir(folder)
+
+
+def test_kills_at_random_moments_and_between_the_checkpoint_writes_each_resume_bit_identical(data, reference,
+                                                                                            tmp_path):
+    """Runs are killed and resumed with --resume auto until one finishes: a chain.
+
+    Kill moments alternate: a random time, or right after a <epoch>.pdopt is written (an os.replace
+    hook in the process), which leaves that epoch's state newer than last_model's, or none at all
+    after epoch 0. With --save_freq 2, epochs 0, 2, 4, 6 and 7 write <epoch>.* (the weights do not
+    depend on it). A chain that finishes is checked against the uninterrupted run, and a new one
+    starts, until at least four kills of each kind have been resumed and checked.
     """
     rng = random.Random(17)
-    command = [sys.executable, str(REPO / 'pretrain.py'), '--data_path', str(data), *TRAIN, '--epoch', '8',
+    command = [str(REPO / 'pretrain.py'), '--data_path', str(data), *TRAIN, '--epoch', '8', '--save_freq', '2',
                '--resume', 'auto']
-    folder, kills, chain_kills, runs, chains = run_dir(tmp_path), 0, 0, 0, 0
-    while True:
+    folder, runs = run_dir(tmp_path), 0
+    checked, pending = {'gap': 0, 'random': 0}, {'gap': 0, 'random': 0}
+    enough = lambda counts: min(counts.values()) >= 4  # noqa: E731
+    while not enough(checked):
         runs += 1
-        assert runs <= 40, f'only {kills} of 5 kills landed in 40 runs'
-        proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.3, max(1.0, 0.8 * reference['seconds'])))
-        if kills + chain_kills < 5 and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+        assert runs <= 80, f'only {checked} kills were resumed and checked in 80 runs'
+        kind = 'gap' if runs % 2 else 'random'
+        more = not enough({k: checked[k] + pending[k] for k in checked})
+        hook = [sys.executable, '-c', KILL_AFTER, GAP if kind == 'gap' and more else 'never-matches'] + command
+        proc = subprocess.Popen(hook, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if kind == 'random':
+            time.sleep(rng.uniform(0.3, max(1.0, 0.8 * reference['seconds'])))
+            if more and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode in (0, -signal.SIGKILL), err
         if proc.returncode != 0:
-            chain_kills += 1
+            pending[kind] += 1
             continue
-        # the chain finished: its weights must be the uninterrupted run's
-        for name in ('last_model.pdparams', 'best_model.pdparams'):
-            straight, resumed = weights(reference['dir'] / name), weights(folder / name)
-            assert straight.keys() == resumed.keys()
-            for key in straight:
-                np.testing.assert_array_equal(straight[key], resumed[key], err_msg=f'{name}: {key}')
-        assert not temp_files(folder) and 'run.lock' not in os.listdir(folder)
-        kills, chain_kills, chains = kills + chain_kills, 0, chains + 1
-        if kills >= 5:
-            break
+        assert_same_weights(reference['dir'], folder)  # the chain finished: the uninterrupted run's weights
+        checked = {k: checked[k] + pending[k] for k in checked}
+        pending = {'gap': 0, 'random': 0}
         shutil.rmtree(folder)
-    assert kills == 5 and chains >= 1
+
+
+def test_resume_auto_continues_a_rewound_run_not_the_later_epochs_it_abandoned(reference, tmp_path):
+    """A run resumed from 0.pdparams and stopped after epoch 0 again leaves the first run's 7.pdopt behind, older
+    than its last_model.pdopt: that is not continued. A 7.pdopt newer than last_model.pdopt is a kill's gap."""
+    from engine.trainer import newest_state
+    folder = shutil.copytree(reference['dir'], tmp_path / 'run')
+    shutil.copy(folder / '0.pdopt', folder / 'last_model.pdopt')  # the rewound run, at epoch 0, written last
+    os.utime(folder / '7.pdopt', (1_000_000, 1_000_000))
+    path, state = newest_state(str(folder))
+    assert os.path.basename(path) == 'last_model.pdopt' and state['epoch'] == 0
+    os.utime(folder / 'last_model.pdopt', (500_000, 500_000))  # now 7.pdopt came after it
+    path, state = newest_state(str(folder))
+    assert os.path.basename(path) == '7.pdopt' and state['epoch'] == 7
+
+
+@pytest.mark.parametrize('pattern', ['0\\.pdopt', '7\\.pdopt', 'last_model\\.pdparams'])
+def test_a_kill_between_an_epochs_checkpoint_files_resumes_from_its_newest_complete_state(pattern, data, reference,
+                                                                                          tmp_path):
+    """0.pdopt: no last_model yet (--resume auto once refused: 'no last_model.pdopt'); 7.pdopt: the last epoch,
+    so nothing is left to train and last_model.* must be caught up from 7.*; last_model.pdparams: its .pdopt is
+    one epoch behind."""
+    command = [str(REPO / 'pretrain.py'), '--data_path', str(data), *TRAIN, '--epoch', '8', '--resume', 'auto']
+    killed = subprocess.run([sys.executable, '-c', KILL_AFTER, pattern, *command], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    folder = run_dir(tmp_path)
+    resumed = subprocess.run([sys.executable, *command], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=TIMEOUT)
+    assert resumed.returncode == 0, resumed.stderr
+    log = (folder / 'output.log').read_text()
+    if pattern.startswith('0'):
+        assert 'resumed from' in log and '0.pdopt: epoch 0 done' in log
+    if pattern.startswith('7'):
+        assert 'copied from it' in log and 'Epoch 7 | lr' not in log.split('resumed from')[-1]
+    assert_same_weights(reference['dir'], folder)
+    last = paddle.load(str(folder / 'last_model.pdopt'))
+    assert last['epoch'] == 7

@@ -4,7 +4,10 @@ Uses the committed Tiny-ImageNet Conv-4 model at 84 px (64 x 5 x 5 maps), real p
 Tiny-ImageNet subset, and the committed decoder trained on that model.
 """
 import csv
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -17,7 +20,6 @@ from deploy.explain import explain, explain_maps
 from deploy.export import DygraphFeatures
 from deploy.predict import load_images
 from methods.ridge import recon_explain
-from utils import FRNError
 
 RESULTS = REPO / 'results' / 'tinyimagenet32_84'
 MODEL = RESULTS / 'Conv4_meta_frn_20way_5shot_metatrain' / 'best_model.pdparams'
@@ -171,6 +173,34 @@ def test_train_inverter_bad_flags_are_one_line_errors(tiny_mini, tmp_path, capsy
     (tmp_path / 'run' / 'inverter.pdparams').write_bytes(b'')
     assert '--overwrite' in one_line_error(capsys, 'train_inverter', common + ['--model_path', MODEL])
     assert not (tmp_path / 'run' / 'output.log').exists()
+
+
+def test_a_second_train_inverter_into_the_same_out_stops_at_once(tiny_mini, tmp_path, capsys):
+    """The run lock of the training scripts (engine/runlock.py), held here by another process on --out."""
+    out = tmp_path / 'run'
+    holder = subprocess.Popen([sys.executable, '-c', 'import time; from engine.runlock import RunLock; '
+                               f'RunLock({str(out)!r}).acquire(); print("held", flush=True); time.sleep(600)'],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        err = one_line_error(capsys, 'train_inverter', ['--model_path', MODEL, '--data_path', tiny_mini, '--out', out,
+                                                        '--epochs', '1', '--images_per_epoch', '16', '--batch_size',
+                                                        '8', '--val_images', '0'])
+        assert f'run folder {out} is in use by another run (pid {holder.pid} ' in err and 'another --out' in err
+        assert os.listdir(out) == ['run.lock']
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+
+
+def test_train_inverter_resume_from_a_truncated_state_is_one_line(tiny_mini, tmp_path, capsys):
+    common = ['--model_path', MODEL, '--data_path', tiny_mini, '--out', tmp_path / 'run', '--epochs', '2',
+              '--images_per_epoch', '16', '--batch_size', '8', '--val_images', '0', '--threads', '2']
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'inverter.pdparams').write_bytes(b'')
+    (tmp_path / 'run' / 'inverter.pdopt').write_bytes(TRAINED.read_bytes()[:2000])
+    err = one_line_error(capsys, 'train_inverter', common + ['--resume'])
+    assert 'cannot read the resume state' in err and 'inverter.pdopt' in err and 'truncated' in err
 
 
 # ---- (c) what is decoded is FRN's reconstruction ----

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import utils
-from conftest import REPO
+from conftest import REPO, jpeg_claiming
 from data import prepare_fewshot
 from data.decode import decode_image
 from test_prepare_datasets import CUB, edit_line, make_cub, pack, run_failing, tree
@@ -84,16 +84,6 @@ def noise_png_bytes(size):
     return buffer.getvalue()
 
 
-def jpeg_claiming(width, height):
-    """A real baseline JPEG whose frame header (SOF0) claims width x height."""
-    buffer = io.BytesIO()
-    Image.new('RGB', (16, 16), (200, 30, 30)).save(buffer, 'JPEG')
-    data = bytearray(buffer.getvalue())
-    sof = data.index(b'\xff\xc0')
-    data[sof + 5:sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
-    return bytes(data)
-
-
 def test_an_image_claiming_more_than_the_decompression_bomb_limit_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(utils.FRNError, match="bomb.jpg claims more pixels than Pillow's decompression-bomb limit"):
         decode_image(jpeg_claiming(60000, 60000), 'bomb.jpg')   # 3.6 billion pixels
@@ -116,20 +106,6 @@ def test_a_dst_that_is_a_file_or_lies_under_one_is_named_as_such(where, tmp_path
     err = one_line_error(capsys, str(base), '--dst', str(dst))
     assert f"{tmp_path / 'afile'}'" in err and 'is a file, not a folder; give a folder' in err
     assert (tmp_path / 'afile').read_text() == 'mine'
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 300 KB tmpfs: a real full disk, mounted as root; the test is skipped where mounting is not allowed."""
-    mount = tmp_path / 'disk'
-    mount.mkdir()
-    result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=300k', 'tmpfs', str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f'cannot mount a small tmpfs to fill up ({result.stderr.strip() or result.returncode}); '
-                    f'the full-disk case needs root')
-    yield mount
-    subprocess.run(['umount', str(mount)], check=True)
 
 
 def test_a_full_disk_is_a_one_line_error_naming_the_file_and_nothing_is_left(small_disk, tmp_path, capsys):

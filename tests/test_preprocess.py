@@ -16,6 +16,7 @@ from data import preprocess
 from data.dataset import EpisodicBatchSampler
 from data.images import load_image
 from data.transforms import eval_transform, omniglot_transform
+from utils import FRNError
 
 OMNIGLOT_RUN = REPO / 'results' / 'omniglot' / 'Conv4_meta_frn_60way_1shot_metatrain'
 CHECKPOINT = OMNIGLOT_RUN / 'best_model.pdparams'
@@ -172,3 +173,25 @@ def test_cross_domain_preprocessing_refuses_an_image_cache_prepared_for_the_data
                           '--test_n_episode', '2', '--test_task_nums', '1', '--results_dir', str(tmp_path / 'r')])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith('error: ') and '--preprocess data' in err
+    assert not (tmp_path / 'c').exists()  # refused before the image cache was built
+
+
+@pytest.mark.parametrize('key, value, fragment', [
+    ('colour', 'RGB', 'has a bad "colour": "RGB" (expected "rgb" or "grey")'),
+    ('image_size', '84', 'has a bad "image_size": "84" (expected a positive whole number)'),
+    ('invert', 'no', 'has a bad "invert": "no" (expected true or false)'),
+    ('resize', {'size': 96, 'interpolation': 'fancy'}, 'has a bad "resize"'),
+    ('crop', {'centre': 84}, 'has a bad "crop": {"centre": 84}'),
+    ('normalize', {'mean': [0.5], 'std': [1, 1, 1]}, 'has a bad "normalize"'),
+    ('crop', 'missing', 'lacks crop; write it again'),
+])
+def test_a_bad_value_in_preprocess_json_is_named_with_the_value(tmp_path, key, value, fragment):
+    record = preprocess.record_for('mini_imagenet', 84)
+    if value == 'missing':
+        del record[key]
+    else:
+        record[key] = value
+    (tmp_path / preprocess.SIDECAR).write_text(json.dumps(record))
+    with pytest.raises(FRNError) as err:
+        preprocess.read_sidecar(str(tmp_path / 'best_model.pdparams'))
+    assert fragment in str(err.value) and '  ' not in str(err.value), str(err.value)

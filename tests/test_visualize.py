@@ -3,6 +3,7 @@
 Uses the committed Tiny-ImageNet-32 Conv-4 model on real test photos (2 x 2 feature maps at 32 px).
 """
 import csv
+import os
 import shutil
 
 import numpy as np
@@ -150,6 +151,24 @@ def test_visualize_json_has_the_error_maps_and_correspondences(episode, capsys):
         assert record['scores'][c] == pytest.approx(-np.mean(record['errors'][c]), rel=1e-6)
     assert all(len(m['support']) == 2 for m in record['correspondences'])
     assert {m['kind'] for m in record['correspondences']} == {'best', 'worst'}
+
+
+def test_queries_whose_names_clash_each_get_their_own_figure(episode, tmp_path, capsys):
+    """a.jpg and a.png share a stem, and a.jpg's fallback name a_jpg is a_jpg.png's stem; A.PNG differs from a.png
+    only in case, which a case-insensitive file system does not tell apart."""
+    import json
+    root, queries = episode['root'], tmp_path / 'queries'
+    queries.mkdir()
+    for name, source in zip(['a.jpg', 'a.png', 'a_jpg.png', 'A.PNG'], episode['queries']):
+        with Image.open(source) as img:
+            img.convert('RGB').save(queries / name)
+    load_tool('visualize').main(['--support', str(root / 'support'), '--query', str(queries), '--model_path',
+                                 str(MODEL), '--image_size', str(SIZE), '--out', str(tmp_path / 'out'), '--json',
+                                 '--threads', '2'])
+    records = json.loads(capsys.readouterr().out)['queries']
+    pngs = [r['png'] for r in records]
+    assert len(records) == 4 and len({p.lower() for p in pngs}) == 4, pngs
+    assert sorted(os.listdir(tmp_path / 'out')) == sorted(os.path.basename(p) for p in pngs)
 
 
 def test_infer_explain_adds_error_maps_and_keeps_the_scores(episode, capsys):

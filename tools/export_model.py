@@ -5,7 +5,9 @@
 Writes <save_dir>/model.json (Paddle 2.x: model.pdmodel) + model.pdiparams (paddle.jit.to_static with
 InputSpec([None, 3, S, S]) and paddle.jit.save) computing FRN.get_feature_map:
 images [N, 3, S, S] -> feature maps [N, resolution, d]. Then it loads the export back
-through paddle.inference and checks that it gives the dygraph model's feature maps.
+through paddle.inference and checks that it gives the dygraph model's feature maps. The export
+is built and checked in a hidden folder beside --save_dir and only then put in its place, so an
+earlier export there stays whole until the new one is complete (deploy/export.py).
 """
 import argparse
 import os
@@ -46,21 +48,26 @@ def main(argv=None):
     if args.image_size is not None and args.image_size < 16:
         raise FRNError(f'--image_size must be at least 16 (four 2x2 poolings), not {args.image_size}')
     cli.set_threads(args.threads)
-    from deploy.export import export_model
-    head = export_model(args.model_path, args.model, args.save_dir, args.image_size)
+    from deploy.export import export_model, read_head
+
+    def check(folder):  # on the new export before it replaces anything in --save_dir
+        diff, relative, backend = check_export(args.model_path, args.model, folder, read_head(folder)['image_size'],
+                                               args.threads)
+        if not relative <= CHECK_TOLERANCE:
+            raise FRNError(f'the exported model differs from the dygraph model by {relative:.3g} (relative), more '
+                           f'than {CHECK_TOLERANCE:g}; this Paddle build may mis-run the program, report it. '
+                           f'Nothing was changed in {args.save_dir}')
+        return diff, relative, backend
+    head, checked = export_model(args.model_path, args.model, args.save_dir, args.image_size,
+                                 check=None if args.no_check else check)
     args.image_size = head['image_size']
     print(f'exported {args.model} ({args.model_path}) to {args.save_dir}: input [N, 3, {args.image_size}, '
           f'{args.image_size}] -> feature map [N, {head["resolution"]}, {head["d"]}]; scale {head["scale"]:.6g}, '
           f'r [{head["r"][0]:.6g}, {head["r"][1]:.6g}]; preprocessing: {head["input"].split("after: ", 1)[1]}')
-    if not args.no_check:
-        diff, relative, backend = check_export(args.model_path, args.model, args.save_dir, args.image_size,
-                                               args.threads)
+    if checked:
+        diff, relative, backend = checked
         print(f'checked with {backend}: max abs difference from dygraph {diff:.3g} '
               f'({relative:.3g} of the largest value; tolerance {CHECK_TOLERANCE:g})')
-        if not relative <= CHECK_TOLERANCE:
-            raise FRNError(f'the exported model differs from the dygraph model by {relative:.3g} (relative), more '
-                           f'than {CHECK_TOLERANCE:g}; this Paddle build may mis-run the program, report it')
-
 
 if __name__ == '__main__':
     main()

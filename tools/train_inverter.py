@@ -16,8 +16,8 @@ The --out folder gets:
   inverter.pdparams   the decoder and its record (what tools/visualize.py --inverter checks), after every epoch
   inverter.pdopt      decoder, optimizer, schedule and epoch: --resume continues after the last finished epoch
   output.log          the command, the settings and the losses
+  run.lock            while it runs: one run per --out (engine/runlock.py); a second one stops at once
 """
-import argparse
 import os
 import sys
 
@@ -73,13 +73,17 @@ def parse_args(argv=None):
         raise FRNError(f'--data_path {args.data_path!r} is not a folder; point it at the dataset folder')
     if os.path.isfile(args.out):
         raise FRNError(f'--out {args.out!r} is a file; give a folder')
+    return args
+
+
+def check_out(args):
+    """What --out holds against --resume / --overwrite; called under the folder's lock, so no other run changes it."""
     has_run = os.path.isfile(os.path.join(args.out, CHECKPOINT))
     if args.resume and not os.path.isfile(os.path.join(args.out, STATE)):
         raise FRNError(f'--resume: {os.path.join(args.out, STATE)!r} does not exist; drop --resume to start afresh')
     if has_run and not (args.resume or args.overwrite):
         raise FRNError(f'--out {args.out!r} already holds {CHECKPOINT}: add --resume to continue it or '
-                       f'--overwrite to start again')
-    return args
+                       f'--overwrite to start again (which deletes it once the new run has passed its checks)')
 
 
 class EpochBatches:
@@ -121,10 +125,34 @@ def validation_l1(features, model, loader):
     return total / count, flat / count
 
 
+def read_resume_state(path, record, steps):
+    """inverter.pdopt, checked against this run: one line for a truncated, foreign or other run's file."""
+    from engine.trainer import read_state_file
+    state = read_state_file(path, fix='start again with --overwrite')
+    if not isinstance(state, dict) or not all(k in state for k in ('model', 'optimizer', 'scheduler', 'epoch',
+                                                                   'steps', 'record')):
+        raise FRNError(f'--resume: {path!r} is not a state written by tools/train_inverter.py; start again with '
+                       f'--overwrite')
+    if state['record'].get('probe') != record['probe'] or state['steps'] != steps:
+        raise FRNError(f'--resume: {path!r} was trained on another model or with another --epochs / '
+                       f'--images_per_epoch / --batch_size; give the same flags, or --overwrite')
+    return state
+
+
 @cli.cli_main
 def main(argv=None):
     args = parse_args(argv)
+    from engine.runlock import RunLock
+    # one run per --out (engine/runlock.py, as for the training scripts): a second one stops at once
+    with RunLock(args.out, cli.command_line(), flag='--out').acquire() as lock:
+        check_out(args)
+        train_decoder(args, lock)
+
+
+def train_decoder(args, lock):
     log = cli.start(args, os.path.join(args.out, LOG))
+    for note in lock.notes:
+        log(note)
     import numpy as np
     import paddle
     from data.dataset import SimpleDataset
@@ -134,6 +162,7 @@ def main(argv=None):
     from deploy import inverter
     from deploy.export import DygraphFeatures
     from engine.log import progress
+    from engine.runlock import clear_earlier_run
     from engine.trainer import load_optimizer_state, optimizer_state
     from utils import atomic_save
 
@@ -160,14 +189,14 @@ def main(argv=None):
     start_epoch = 0
     state_path = os.path.join(args.out, STATE)
     if args.resume:
-        state = paddle.load(state_path)
-        if state['record']['probe'] != record['probe'] or state['steps'] != steps:
-            raise FRNError(f'--resume: {state_path!r} was trained on another model or with another --epochs / '
-                           f'--images_per_epoch / --batch_size; give the same flags, or --overwrite')
+        state = read_resume_state(state_path, record, steps)
         model.set_state_dict(state['model'])
         load_optimizer_state(optimizer, model, state['optimizer'])
         scheduler.set_state_dict(state['scheduler'])
         start_epoch = state['epoch'] + 1
+    if args.overwrite:  # the checks have passed: only now is the earlier decoder deleted
+        for note in clear_earlier_run(args.out, [CHECKPOINT, STATE]):
+            log(note)
     log.persist()
     d, side, _ = record['map_shape']
     log(f'model {args.model_path} ({features.backbone}, {features.image_size} px: {d} x {side} x {side} maps), '

@@ -150,10 +150,25 @@ def render(result, i, query_view, support_views, size, decoded=None):
 
 
 def output_names(names):
-    """One PNG name per query: its file name without the extension, or with it when two would clash."""
+    """One PNG name per query, all distinct (also on a case-insensitive file system): its file name without the
+    extension; where two queries share that, the file name with its dots as underscores; where that is taken
+    too, a number after it."""
     stems = [os.path.splitext(os.path.basename(n))[0] for n in names]
-    return [(s if stems.count(s) == 1 else os.path.basename(n).replace('.', '_')) + '.png'
-            for s, n in zip(stems, names)]
+    counts = {}
+    for stem in stems:
+        counts[stem.casefold()] = counts.get(stem.casefold(), 0) + 1
+    chosen = [stem if counts[stem.casefold()] == 1 else None for stem in stems]
+    taken = {c.casefold() for c in chosen if c is not None}
+    for i, name in enumerate(names):
+        if chosen[i] is None:
+            base = candidate = os.path.basename(name).replace('.', '_')
+            k = 1
+            while candidate.casefold() in taken:
+                k += 1
+                candidate = f'{base}-{k}'
+            chosen[i] = candidate
+            taken.add(candidate.casefold())
+    return [c + '.png' for c in chosen]
 
 
 def summary(result, i):
