@@ -333,12 +333,14 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         if not main:
             continue
 
-        val_loss = val_acc = None
+        val_loss = val_acc = val_seconds = None
         if args.val == 'meta' and validates_after(epoch, args):
+            val_start = time.time()
             # a new cache each time: the weights changed since the last validation
             cache = None if args.no_feature_cache else feature_cache_for(model, val_loader, args.max_cache_mb)
             val_accs, val_loss = evaluate(model, val_loader, *val_episode, cache=cache)
             val_acc, _ = mean_confidence_interval(val_accs)
+            val_seconds = round(time.time() - val_start, 2)
             if val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch
                 log('best model! save...')
@@ -356,7 +358,7 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
         log(f'train loss is {train_loss:.2f}, train acc is {train_acc:.2f}')
         metrics.epoch_end(epoch, train_loss=float(train_loss), train_acc=float(train_acc), val_loss=val_loss,
                           val_acc=val_acc, best_acc=best_acc, best_epoch=best_epoch, minutes=round(minutes, 4),
-                          steps=len(losses))
+                          steps=len(losses), val_seconds=val_seconds)
 
     metrics.close()
     if parallel.world_size() > 1:
