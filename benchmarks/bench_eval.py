@@ -32,7 +32,8 @@ from data.datamgr import EpochLoader  # noqa: E402
 from data.dataset import EpisodicBatchSampler, SetDataset  # noqa: E402
 from data.transforms import eval_transform  # noqa: E402
 from engine.evaluation import episode_scores  # noqa: E402
-from methods.steps import accuracy, query_targets  # noqa: E402
+from methods.episode import query_targets  # noqa: E402
+from methods.steps import accuracy  # noqa: E402
 from engine.feature_cache import FeatureCache  # noqa: E402
 from methods.FRN import FRN  # noqa: E402
 

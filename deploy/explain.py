@@ -1,7 +1,8 @@
 """Why FRN picked a class: where each class reconstructs a query well, and from which support positions.
 
 FRN scores a query under class c by rebuilding every position q of its feature map from
-c's support positions S (methods/ridge.recon_explain): q_bar = W S with ridge weights
+c's support positions S (methods/ridge.neg_l2_dist, FRN's one head, asked for its
+extras): q_bar = W S with ridge weights
 W = rho q S^T (S S^T + lam I)^-1 (Equation 8). The per-position squared errors
 ||q_bar - q||^2, laid out on the h x w feature grid, are the class's error map; their
 negative mean is the class's score, the very number deploy/predict.py softmaxes, so the
@@ -12,11 +13,10 @@ built from.
 import math
 
 import numpy as np
-import paddle
 import paddle.nn.functional as F
 
-from deploy.predict import feature_maps
-from methods.ridge import recon_explain
+from deploy.predict import feature_maps, head_inputs
+from methods.ridge import neg_l2_dist
 
 
 def grid_side(resolution):
@@ -39,23 +39,13 @@ def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=
     'reconstructions' [Q, way, r, d]: each class's rho * q_bar = W S, the maps whose errors these
     are; `positions` best and as many worst positions under the predicted class (fewer if the grid is small).
     """
-    query_maps = paddle.to_tensor(query_maps)
-    n_query, resolution, d = query_maps.shape
+    n_query, resolution, _ = query_maps.shape
     side = grid_side(resolution)
-    query = paddle.reshape(query_maps, [n_query * resolution, d])  # Q*r, d
-    alpha, beta = (paddle.to_tensor(v, dtype=query.dtype) for v in (alpha, beta))
-    recon, weights, rebuilt = [], [], []
-    for maps in support_maps:
-        support = paddle.reshape(paddle.to_tensor(maps), [1, -1, d])  # 1, k_c*r, d: this class alone
-        dist, w, *q_bar = recon_explain(query, support, alpha, beta, reconstruct=reconstruct)  # Q*r, 1; 1, Q*r, k_c*r
-        recon.append(dist)
-        weights.append(paddle.reshape(w, [n_query, resolution, len(maps), resolution]).numpy())  # Q, r, k_c, r
-        if reconstruct:  # rho * q_bar = W S: 1, Q*r, d
-            rebuilt.append(paddle.reshape(q_bar[0], [n_query, 1, resolution, d]).numpy())  # Q, 1, r, d
-    recon = paddle.reshape(paddle.concat(recon, axis=1), [n_query, resolution, len(support_maps)])  # Q, r, way
-    scores = -paddle.mean(recon, axis=1)  # Q, way: the same ops as predict.neg_l2_dist
+    head = neg_l2_dist(*head_inputs(query_maps, support_maps, alpha, beta), explain=True, reconstruct=reconstruct)
+    scores = head['scores']  # Q, way: the scores deploy/predict.py softmaxes
     probabilities = F.softmax(scores * scale, axis=1).numpy()
-    errors = np.transpose(recon.numpy(), [0, 2, 1]).reshape(n_query, len(support_maps), side, side)  # Q, way, h, w
+    errors = np.transpose(head['dist'].numpy(), [0, 2, 1]).reshape(n_query, -1, side, side)  # Q, way, h, w
+    weights = [w.numpy() for w in head['weights']]  # way x [Q, r, k_c*r]
     scores = scores.numpy()
     predicted = scores.argmax(axis=1)
     n_each = max(1, min(positions, resolution // 2))
@@ -68,18 +58,20 @@ def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=
     out = {'errors': errors, 'scores': scores, 'probabilities': probabilities, 'predicted': predicted,
            'correspondences': correspondences}
     if reconstruct:
-        out['reconstructions'] = np.concatenate(rebuilt, axis=1)
+        out['reconstructions'] = head['reconstructions'].numpy()  # Q, way, r, d
     return out
 
 
 def _correspondence(kind, position, error, weights, side, top):
-    """One query position and the `top` support positions with the largest ridge weights; weights [k_c, r]."""
-    flat = weights.reshape(-1)  # k_c*r, in the order of the support rows: image-major, then row-major positions
-    best = np.argsort(-flat, kind='stable')[:top]
+    """One query position and the `top` support positions with the largest ridge weights.
+
+    weights [k_c*r], in the order of the support rows: image-major, then row-major positions.
+    """
+    best = np.argsort(-weights, kind='stable')[:top]
     resolution = side * side
     return {'kind': kind, 'row': int(position // side), 'col': int(position % side), 'error': float(error),
             'support': [{'image': int(j // resolution), 'row': int(j % resolution // side),
-                         'col': int(j % side), 'weight': float(flat[j])} for j in best]}
+                         'col': int(j % side), 'weight': float(weights[j])} for j in best]}
 
 
 def explain(features, support, queries, top=3, positions=2, reconstruct=False):

@@ -2,10 +2,10 @@
 
 The support folder holds one subfolder per class with 1 to K images; classes may have
 different numbers of images. Each class's support is its own kr x d matrix (its k images'
-r positions), reconstructed from by FRN's ridge regression (methods/ridge.recon_dist,
-with lam = (kr / d) e^alpha for that class's kr). A query's score for a class is the
-negative mean squared reconstruction error over its r positions, as in
-FRN.get_neg_l2_dist; the probabilities are softmax(scale * score) over the classes.
+r positions), reconstructed from by FRN's ridge regression, with lam = (kr / d) e^alpha for
+that class's kr. A query's score for a class is the negative mean squared reconstruction
+error over its r positions, from FRN's one head (methods/ridge.neg_l2_dist, which
+FRN.get_neg_l2_dist also calls); the probabilities are softmax(scale * score) over the classes.
 """
 import os
 
@@ -17,7 +17,7 @@ from data.filelist import IMAGE_EXTENSIONS
 from data.images import load_image
 from data.preprocess import eval_transform_from
 from data.transforms import eval_transform
-from methods.ridge import recon_dist
+from methods.ridge import neg_l2_dist
 from utils import FRNError
 
 
@@ -68,24 +68,18 @@ def load_images(paths, image_size=84, preprocess=None):
     return np.stack([transform(load_image(p)) for p in paths])
 
 
-def neg_l2_dist(query_maps, support_maps, alpha, beta):
-    """query_maps [Q, r, d]; support_maps: one [k_c, r, d] per class (k_c may differ) -> scores [Q, way]."""
+def head_inputs(query_maps, support_maps, alpha, beta):
+    """numpy query maps [Q, r, d], one [k_c, r, d] per class (k_c may differ) and floats alpha, beta -> the
+    tensors of methods/ridge.neg_l2_dist: each class a support of its own."""
     query_maps = paddle.to_tensor(query_maps)
-    n_query, resolution, d = query_maps.shape
-    query = paddle.reshape(query_maps, [n_query * resolution, d])  # Q*r, d
-    alpha, beta = (paddle.to_tensor(v, dtype=query.dtype) for v in (alpha, beta))
-    recon = []
-    for maps in support_maps:
-        support = paddle.reshape(paddle.to_tensor(maps), [1, -1, d])  # 1, k_c*r, d: this class alone
-        recon.append(recon_dist(query, support, alpha, beta))  # Q*r, 1
-    recon = paddle.concat(recon, axis=1)  # Q*r, way
-    return -paddle.mean(paddle.reshape(recon, [n_query, resolution, len(support_maps)]), axis=1)  # Q, way
+    alpha, beta = (paddle.to_tensor(v, dtype=query_maps.dtype) for v in (alpha, beta))
+    return query_maps, [paddle.to_tensor(maps) for maps in support_maps], alpha, beta
 
 
 def class_probabilities(query_maps, support_maps, alpha, beta, scale):
-    """softmax over the classes of scale * neg_l2_dist: [Q, way] numpy, rows sum to 1."""
-    neg_l2 = neg_l2_dist(query_maps, support_maps, alpha, beta)
-    return F.softmax(neg_l2 * scale, axis=1).numpy()
+    """softmax over the classes of scale * FRN's scores: [Q, way] numpy, rows sum to 1."""
+    scores = neg_l2_dist(*head_inputs(query_maps, support_maps, alpha, beta))  # Q, way
+    return F.softmax(scores * scale, axis=1).numpy()
 
 
 def feature_maps(features, support, queries):

@@ -12,7 +12,8 @@ import paddle
 import paddle.nn.functional as F
 
 from engine.log import progress
-from methods.steps import accuracy, episode_images, query_targets
+from methods.episode import episode_images, query_targets
+from methods.steps import accuracy
 
 
 def scores_per_episode(model, loader, way, shot, query, desc=None):

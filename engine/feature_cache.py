@@ -34,6 +34,7 @@ import paddle
 
 from data.datamgr import image_batches
 from engine.log import progress
+from methods.episode import episode_order
 
 # Images per backbone pass while filling the cache. A feature map does not depend on the
 # batch, so this is only about speed: small batches keep the activations in the CPU's cache
@@ -124,9 +125,10 @@ class FeatureCache:
         return [i for cls, positions, _ in episode for i in self.dataset.image_indices(cls, positions)]
 
     def episode_feature_maps(self, episode, shot):
-        """Maps of one sampler episode in the official layout: supports by class, then queries by class."""
-        per_class = [self.dataset.image_indices(cls, positions) for cls, positions, _ in episode]
-        order = [i for idx in per_class for i in idx[:shot]] + [i for idx in per_class for i in idx[shot:]]
+        """Maps of one sampler episode in the episode layout of methods/episode.py."""
+        class_major = np.asarray(self.episode_positions(episode))  # way*(shot+query): each class's images
+        way = len(episode)
+        order = class_major[episode_order(way, shot, len(class_major) // way - shot)]
         if not self.cached[order].all():
             raise RuntimeError('episode images are not in the feature cache; call ensure() first')
         return self.maps[order]

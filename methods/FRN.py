@@ -10,7 +10,8 @@ import math
 import paddle
 import paddle.nn.functional as F
 
-from methods.ridge import SOLVERS, recon_dist
+from methods.episode import split_episode
+from methods.ridge import SOLVERS, neg_l2_dist, recon_dist
 from network import build_backbone
 
 
@@ -67,27 +68,24 @@ class FRN(paddle.nn.Layer):
         """query [M, d], support [way, kr, d] -> squared reconstruction distances [M, way].
 
         Equation 8 (kr x kr) and Equation 10 (d x d) give the same distances; see
-        methods/ridge.py. `solver`/`form` override the model's choice.
+        methods/ridge.py. `solver`/`form` override the model's choice. The scores
+        (episode_scores, forward_pretrain) average these per image in ridge.neg_l2_dist.
         """
         return recon_dist(query, support, alpha, beta, solver=solver or self.solver, form=form)
 
     def episode_scores(self, feature_map, way, shot, query_shot, return_support=False):
-        """The head alone, on precomputed maps [N, r, d] (supports grouped by class, then queries)
+        """The head alone, on precomputed maps [N, r, d] in the episode layout (methods/episode.py)
         -> [way*query_shot, way] mean negative reconstruction distances; a cache of maps can feed it."""
-        if feature_map.shape[0] != way * (shot + query_shot):
-            raise ValueError(f'an episode of {way}-way {shot}-shot {query_shot}-query needs '
-                             f'{way * (shot + query_shot)} images, got {feature_map.shape[0]}')
+        support, query = split_episode(feature_map, way, shot, query_shot)  # way, shot, r, d; way*query_shot, r, d
         resolution, d = feature_map.shape[1], feature_map.shape[2]
-        support = paddle.reshape(feature_map[:way * shot], [way, shot * resolution, d])
-        query = paddle.reshape(feature_map[way * shot:], [way * query_shot * resolution, d])
-        recon = self.get_recon_dist(query, support, self.r[0], self.r[1])  # way*query_shot*resolution, way
-        neg_l2_dist = -paddle.mean(paddle.reshape(recon, [way * query_shot, resolution, way]), axis=1)
+        support = paddle.reshape(support, [way, shot * resolution, d])  # way, shot*r, d: S of each class
+        scores = neg_l2_dist(query, support, self.r[0], self.r[1], solver=self.solver)  # way*query_shot, way
         if return_support:
-            return neg_l2_dist, support
-        return neg_l2_dist
+            return scores, support
+        return scores
 
     def get_neg_l2_dist(self, x, way, shot, query_shot, return_support=False):
-        """Episode images (supports grouped by class, then queries the same way) -> [way*query_shot, way]."""
+        """Episode images [N, 3, H, W] in the episode layout (methods/episode.py) -> [way*query_shot, way]."""
         return self.episode_scores(self.get_feature_map(x), way, shot, query_shot, return_support=return_support)
 
     def log_probabilities(self, neg_l2_dist):
@@ -102,18 +100,14 @@ class FRN(paddle.nn.Layer):
         """Batch of images -> log-probabilities over the num_cat pretraining classes."""
         if not self.is_pretraining:
             raise ValueError('forward_pretrain needs a model built with is_pretraining=True')
-        feature_map = self.get_feature_map(x)
-        batch_size, resolution, d = feature_map.shape
-        query = paddle.reshape(feature_map, [batch_size * resolution, d])
-        recon = self.get_recon_dist(query, self.cat_mat, self.r[0], self.r[1])  # batch*resolution, num_cat
-        neg_l2_dist = -paddle.mean(paddle.reshape(recon, [batch_size, resolution, self.num_cat]), axis=1)
-        return F.log_softmax(neg_l2_dist * self.scale, axis=1)
+        # each image against every class matrix of cat_mat [num_cat, r, d], as against an episode's supports
+        scores = neg_l2_dist(self.get_feature_map(x), self.cat_mat, self.r[0], self.r[1], solver=self.solver)
+        return self.log_probabilities(scores)  # batch, num_cat
 
     def forward(self, x):
         """Meta-training episode -> (log-probabilities [way*query_shot, way], support [way, shot*r, d])."""
-        neg_l2_dist, support = self.get_neg_l2_dist(x, self.way, self.shots[0], self.shots[1],
-                                                    return_support=True)
-        return self.log_probabilities(neg_l2_dist), support
+        scores, support = self.get_neg_l2_dist(x, self.way, self.shots[0], self.shots[1], return_support=True)
+        return self.log_probabilities(scores), support
 
 
 def auxrank(support):

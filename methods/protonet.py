@@ -14,24 +14,17 @@ each image once and run any of the three heads on the cached maps.
 import paddle
 import paddle.nn.functional as F
 
+from methods.episode import split_episode
 from network import build_backbone
 
 
-def check_episode(n, way, shot, query_shot):
-    """An episode's layout is implied by its size only: refuse a size that does not fit."""
-    if n != way * (shot + query_shot):
-        raise ValueError(f'an episode of {way}-way {shot}-shot {query_shot}-query needs '
-                         f'{way * (shot + query_shot)} images, got {n}')
-
-
-def neg_sq_dist_to_class_means(vectors, way, shot):
-    """[way*shot + M, dim] vectors (supports grouped by class first) -> [M, way] -||q - c||^2.
+def neg_sq_dist_to_class_means(support, query):
+    """support [way, shot, dim], query [M, dim] vectors -> [M, way] -||q - c||^2 to the class means c.
 
     Expanded as ||q||^2 + ||c||^2 - 2 q c^T, in the official order of operations.
     """
-    dim = vectors.shape[1]
-    centroid = paddle.mean(paddle.reshape(vectors[:way * shot], [way, shot, dim]), axis=1)  # way, dim
-    query = vectors[way * shot:]  # M, dim
+    way = support.shape[0]
+    centroid = paddle.mean(support, axis=1)  # way, dim
     query_norm = paddle.sum(paddle.square(query), axis=1, keepdim=True)  # M, 1
     centroid_norm = paddle.reshape(paddle.sum(paddle.square(centroid), axis=1), [1, way])  # 1, way
     return -(query_norm + centroid_norm - 2.0 * paddle.matmul(query, centroid, transpose_y=True))  # M, way
@@ -77,10 +70,9 @@ class Proto(paddle.nn.Layer):
         return self.feature_vectors(self.get_feature_map(x))
 
     def episode_scores(self, feature_map, way, shot, query_shot):
-        """The head alone, on precomputed maps [N, r, d] (supports grouped by class, then queries)
+        """The head alone, on precomputed maps [N, r, d] in the episode layout (methods/episode.py)
         -> [way*query_shot, way] negative squared distances to the class means."""
-        check_episode(feature_map.shape[0], way, shot, query_shot)
-        return neg_sq_dist_to_class_means(self.feature_vectors(feature_map), way, shot)
+        return neg_sq_dist_to_class_means(*split_episode(self.feature_vectors(feature_map), way, shot, query_shot))
 
     def get_neg_l2_dist(self, x, way, shot, query_shot):
         """Episode images -> [way*query_shot, way] negative squared distances."""
@@ -114,11 +106,10 @@ class PrototypeClassifier(paddle.nn.Layer):
 
     def episode_scores(self, feature_map, way, shot, query_shot):
         """[N, r, d] maps of an episode -> [way * query_shot, way] negative squared distances."""
-        check_episode(feature_map.shape[0], way, shot, query_shot)
         embedding = paddle.mean(feature_map, axis=1)  # N, d: average over positions
-        d = embedding.shape[1]
-        prototypes = paddle.mean(paddle.reshape(embedding[:way * shot], [way, shot, d]), axis=1)  # way, d
-        query = paddle.unsqueeze(embedding[way * shot:], 1)  # way * query_shot, 1, d
+        support, query = split_episode(embedding, way, shot, query_shot)  # way, shot, d; way * query_shot, d
+        prototypes = paddle.mean(support, axis=1)  # way, d
+        query = paddle.unsqueeze(query, 1)  # way * query_shot, 1, d
         return -paddle.sum(paddle.square(query - prototypes), axis=2)  # way * query_shot, way
 
     def get_neg_l2_dist(self, x, way, shot, query_shot, return_support=False):

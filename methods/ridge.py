@@ -13,6 +13,9 @@ works with the smaller of the two matrices instead: it factors it as L L^T and u
 only L^-1, whose condition number is the square root of the matrix's; in the kr x kr
 form it never forms anything of size way x M x d. `solver='inverse'` keeps the
 official computation for comparison.
+
+`neg_l2_dist` turns these distances into FRN's scores, the negative mean over a query map's
+r positions; it is the one head of training, evaluation, pretraining, prediction and explanation.
 """
 import paddle
 
@@ -70,6 +73,47 @@ def recon_explain(query, support, alpha, beta, form=None, reconstruct=False):
     if reconstruct:  # way, M, kr x way, kr, d -> way, M, d
         out += (paddle.cast(paddle.matmul(weights, paddle.cast(support, 'float64')), query.dtype),)
     return out
+
+
+def neg_l2_dist(query_maps, support, alpha, beta, solver='cholesky', explain=False, reconstruct=False):
+    """FRN's scores: each query map's negative mean squared reconstruction distance under each class.
+
+    The one head of training, evaluation, pretraining, prediction and explanation.
+    query_maps: [Q, r, d]. support: [way, kr, d], every class solved at once (an episode's
+    supports, or pretraining's class matrices); or a list of one [kr_c, d] (or [k_c, r, d])
+    per class, each solved alone, for classes of different sizes (lam depends on kr_c).
+    Returns scores [Q, way] (Q = number of query maps). explain=True returns
+    {'scores', 'dist' [Q, r, way] per position, 'weights': one [Q, r, kr_c] per class (see
+    recon_explain)} from the same solves, so the scores are the same bits; reconstruct=True
+    adds 'reconstructions' [Q, way, r, d], rho * q_bar = W S.
+    """
+    n_query, resolution, d = query_maps.shape
+    query = paddle.reshape(query_maps, [n_query * resolution, d])  # Q*r, d
+    if isinstance(support, (list, tuple)):
+        groups = [paddle.reshape(s, [1, -1, d]) for s in support]  # each 1, kr_c, d: a class alone
+    else:
+        groups = [support]  # way, kr, d: all classes at once
+    if explain:
+        if solver != 'cholesky':
+            raise ValueError(f'the explanation comes from the Cholesky solve only, not solver {solver!r}')
+        parts = [recon_explain(query, s, alpha, beta, reconstruct=reconstruct) for s in groups]
+    else:
+        parts = [(recon_dist(query, s, alpha, beta, solver=solver),) for s in groups]
+    dist = paddle.reshape(_concat([p[0] for p in parts], axis=1), [n_query, resolution, -1])  # Q, r, way
+    scores = -paddle.mean(dist, axis=1)  # Q, way
+    if not explain:
+        return scores
+    weights = [paddle.reshape(w, [n_query, resolution, -1]) for p in parts for w in p[1]]  # way x [Q, r, kr_c]
+    out = {'scores': scores, 'dist': dist, 'weights': weights}
+    if reconstruct:
+        rebuilt = paddle.reshape(_concat([p[2] for p in parts], axis=0), [-1, n_query, resolution, d])  # way, Q, r, d
+        out['reconstructions'] = paddle.transpose(rebuilt, [1, 0, 2, 3])  # Q, way, r, d
+    return out
+
+
+def _concat(tensors, axis):
+    """paddle.concat, without a copy for a single tensor."""
+    return tensors[0] if len(tensors) == 1 else paddle.concat(tensors, axis=axis)
 
 
 def _pick_form(support, solver, form):

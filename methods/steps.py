@@ -1,28 +1,14 @@
-"""Each method's training step, `step(model, batch) -> (loss, accuracy)`, and the episode layout they share.
+"""Each method's training step, `step(model, batch) -> (loss, accuracy)`.
 
-Loaders give an episode class-major, [way, shot + query, 3, H, W]. The methods take the
-official layout instead: all supports grouped by class, then all queries grouped the
-same way, so query i belongs to class i // query. The engine's loop runs whichever step
-the script plugs in; it knows nothing of the losses.
+A loader's episode [way, shot + query, 3, H, W] goes to the model in the episode layout
+of methods/episode.py, whose targets are `query_targets`. The engine's loop runs
+whichever step the script plugs in; it knows nothing of the losses.
 """
-import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from methods.episode import episode_images, query_targets
 from methods.FRN import auxrank
-
-
-def episode_images(x, shot):
-    """[way, shot + query, C, H, W] -> [way * (shot + query), C, H, W], supports first."""
-    way, n, c, h, w = x.shape
-    support = paddle.reshape(x[:, :shot], [way * shot, c, h, w])
-    query = paddle.reshape(x[:, shot:], [way * (n - shot), c, h, w])
-    return paddle.concat([support, query], axis=0)
-
-
-def query_targets(way, query):
-    """Class of each query in the official layout: [0]*query + [1]*query + ..."""
-    return paddle.to_tensor(np.repeat(np.arange(way), query), dtype='int64')
 
 
 def accuracy(log_prediction, target):

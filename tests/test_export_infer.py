@@ -23,7 +23,8 @@ from PIL import Image
 from conftest import REPO, jpeg_claiming, mounted_small_disk
 from deploy.export import DygraphFeatures, InferenceFeatures, read_head
 from methods.FRN import FRN
-from deploy.predict import class_probabilities, load_images, neg_l2_dist
+from deploy.predict import class_probabilities, head_inputs, load_images
+from methods.ridge import neg_l2_dist
 
 SIZE = 32
 SCALE, R = 4.0, (0.2, 0.1)
@@ -236,13 +237,14 @@ def test_with_unequal_shots_each_class_is_scored_by_frn_with_its_own_support(con
     and the columns follow the order of the classes."""
     features, support, queries = conv4
     query_maps = features(queries)
-    scores = neg_l2_dist(query_maps, [features(images) for images in support], features.alpha, features.beta).numpy()
+    scores = neg_l2_dist(*head_inputs(query_maps, [features(images) for images in support], features.alpha,
+                                      features.beta)).numpy()
     assert scores.shape == (len(queries), len(support))
     for c, images in enumerate(support):
         np.testing.assert_allclose(scores[:, c], frn_episode_scores(features.model, [images], queries)[:, 0],
                                    rtol=1e-5, atol=1e-7)
-    reordered = neg_l2_dist(query_maps, [features(images) for images in support[::-1]], features.alpha,
-                            features.beta).numpy()
+    reordered = neg_l2_dist(*head_inputs(query_maps, [features(images) for images in support[::-1]],
+                                         features.alpha, features.beta)).numpy()
     np.testing.assert_allclose(reordered, scores[:, ::-1], rtol=1e-6)
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import paddle
 import pytest
 
+from methods.episode import episode_images, episode_order, query_targets, split_episode
 from methods.FRN import FRN, auxrank
-from methods.ridge import recon_dist, ridge_lambda
+from methods.ridge import neg_l2_dist, recon_dist, ridge_lambda
 from network import Conv4, ResNet12, build_backbone
 from utils import FRNError
 
@@ -344,6 +345,78 @@ def test_unknown_solver_or_form_is_refused():
         recon_dist(q, s, a, a, solver='qr')
     with pytest.raises(ValueError, match='form'):
         recon_dist(q, s, a, a, form='dd')
+
+
+# --- the one head: ridge.neg_l2_dist --------------------------------------------------------------
+
+def test_scores_are_minus_the_mean_over_positions_of_every_class_distance():
+    rng = np.random.default_rng(9)
+    query_maps, support = features(rng, 4, 6, 10), features(rng, 3, 12, 10)  # Q, r, d; way, kr, d
+    scores = neg_l2_dist(t64(query_maps), t64(support), t64(0.2), t64(-0.1)).numpy()
+    expected = -official_dist(query_maps.reshape(24, 10), support, 0.2, -0.1).reshape(4, 6, 3).mean(axis=1)
+    np.testing.assert_allclose(scores, expected, rtol=1e-10)
+
+
+def test_a_list_of_classes_scores_each_class_with_its_own_support_size():
+    """Classes of 1, 3 and 2 images: class c's column is its score alone, with lam from its own kr;
+    classes of equal size give the scores of the batched [way, kr, d] support."""
+    rng = np.random.default_rng(10)
+    query_maps = t64(features(rng, 5, 4, 8))  # Q, r, d
+    ragged = [t64(features(rng, k, 4, 8)) for k in (1, 3, 2)]  # k_c, r, d
+    scores = neg_l2_dist(query_maps, ragged, t64(0.3), t64(0.1)).numpy()
+    for c, maps in enumerate(ragged):
+        alone = neg_l2_dist(query_maps, paddle.reshape(maps, [1, -1, 8]), t64(0.3), t64(0.1)).numpy()
+        np.testing.assert_array_equal(scores[:, c], alone[:, 0])
+    equal = features(rng, 3, 8, 8)  # way, kr, d
+    np.testing.assert_allclose(neg_l2_dist(query_maps, [t64(s) for s in equal], t64(0.3), t64(0.1)).numpy(),
+                               neg_l2_dist(query_maps, t64(equal), t64(0.3), t64(0.1)).numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize('ragged', [False, True])
+def test_the_explanations_extras_leave_the_scores_bit_identical(ragged):
+    rng = np.random.default_rng(11)
+    query_maps = paddle.to_tensor(features(rng, 3, 4, 16).astype('float32'))
+    support = features(rng, 2, 8, 16).astype('float32')  # way, kr, d
+    support = [paddle.to_tensor(s) for s in support] if ragged else paddle.to_tensor(support)
+    a, b = paddle.to_tensor(np.float32(0.2)), paddle.to_tensor(np.float32(0.4))
+    plain = neg_l2_dist(query_maps, support, a, b).numpy()
+    out = neg_l2_dist(query_maps, support, a, b, explain=True, reconstruct=True)
+    np.testing.assert_array_equal(out['scores'].numpy(), plain)
+    np.testing.assert_allclose(-out['dist'].numpy().mean(axis=1), plain, rtol=1e-6)
+    assert out['dist'].shape == [3, 4, 2] and [w.shape for w in out['weights']] == [[3, 4, 8]] * 2
+    assert out['reconstructions'].shape == [3, 2, 4, 16]
+    for c in range(2):  # the reconstruction W S of class c has the squared error dist[:, :, c]
+        s = support[c].numpy().astype(np.float64)  # kr, d
+        rebuilt = out['weights'][c].numpy().astype(np.float64) @ s  # Q, r, d
+        np.testing.assert_allclose(rebuilt, out['reconstructions'].numpy()[:, c], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(((rebuilt - query_maps.numpy()) ** 2).sum(axis=2), out['dist'].numpy()[..., c],
+                                   rtol=1e-4)
+
+
+def test_pretraining_scores_each_image_against_the_class_matrices_with_the_same_head():
+    paddle.seed(3)
+    model = FRN(backbone='Conv4', is_pretraining=True, num_cat=6, image_size=32)
+    model.eval()
+    x = paddle.rand([3, 3, 32, 32])
+    with paddle.no_grad():
+        scores = neg_l2_dist(model.get_feature_map(x), model.cat_mat, model.r[0], model.r[1])  # 3, num_cat
+        np.testing.assert_array_equal(model.forward_pretrain(x).numpy(), model.log_probabilities(scores).numpy())
+
+
+# --- the episode layout: methods/episode.py -------------------------------------------------------
+
+def test_episode_layout_is_supports_by_class_then_queries_by_class():
+    way, shot, query = 3, 2, 4
+    label = np.arange(way * (shot + query), dtype=np.float32).reshape(way, shot + query)  # class c: c*6 + j
+    x = paddle.to_tensor(np.broadcast_to(label[:, :, None, None, None], (way, shot + query, 1, 2, 2)).copy())
+    flat = episode_images(x, shot).numpy()[:, 0, 0, 0]  # N
+    np.testing.assert_array_equal(flat, label.reshape(-1)[episode_order(way, shot, query)])
+    np.testing.assert_array_equal(flat[:way * shot], label[:, :shot].reshape(-1))  # supports, class by class
+    support, queries = split_episode(paddle.to_tensor(flat), way, shot, query)
+    np.testing.assert_array_equal(support.numpy(), label[:, :shot])  # way, shot
+    np.testing.assert_array_equal(queries.numpy() // (shot + query), query_targets(way, query).numpy())
+    with pytest.raises(ValueError, match='needs 18 images, got 17'):
+        split_episode(paddle.to_tensor(flat[:-1]), way, shot, query)
 
 
 # --- auxrank -----------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from conftest import REPO, load_tool
 from deploy.explain import explain, explain_maps
 from deploy.export import DygraphFeatures
 from deploy.predict import class_probabilities, load_images
-from methods.ridge import recon_explain, ridge_lambda
+from methods.episode import split_episode
+from methods.ridge import neg_l2_dist, recon_explain, ridge_lambda
 
 MODEL = REPO / 'results' / 'tinyimagenet32' / 'Conv4_meta_frn_20way_5shot_metatrain' / 'best_model.pdparams'
 SIZE, WAY, SHOT, QUERY = 32, 3, 5, 2
@@ -46,18 +47,18 @@ def episode(tiny_mini, tmp_path_factory):
 # ---- (a) the numbers are FRN's ----
 
 def test_mean_error_map_is_exactly_frns_episode_distance(episode):
-    """-mean over positions of recon_explain's errors == FRN.get_neg_l2_dist, bit for bit, on a real episode."""
+    """The head with the explanation's extras: -mean over positions of its errors == FRN.get_neg_l2_dist,
+    bit for bit, on a real episode."""
     model = episode['features'].model
     images = load_images([p for _, paths in episode['support'] for p in paths] + episode['queries'], SIZE)
     x = paddle.to_tensor(images)
     with paddle.no_grad():
         expected = model.get_neg_l2_dist(x, WAY, SHOT, QUERY).numpy()
         fm = model.get_feature_map(x)  # N, r, d
-        r, d = fm.shape[1], fm.shape[2]
-        support = paddle.reshape(fm[:WAY * SHOT], [WAY, SHOT * r, d])
-        query = paddle.reshape(fm[WAY * SHOT:], [WAY * QUERY * r, d])
-        errors, _ = recon_explain(query, support, model.r[0], model.r[1])  # WAY*QUERY*r, WAY
-        got = -paddle.mean(paddle.reshape(errors, [WAY * QUERY, r, WAY]), axis=1).numpy()
+        support, query = split_episode(fm, WAY, SHOT, QUERY)  # WAY, SHOT, r, d; WAY*QUERY, r, d
+        support = paddle.reshape(support, [WAY, -1, fm.shape[2]])  # WAY, SHOT*r, d
+        errors = neg_l2_dist(query, support, model.r[0], model.r[1], explain=True)['dist']  # WAY*QUERY, r, WAY
+        got = -paddle.mean(errors, axis=1).numpy()
     np.testing.assert_array_equal(got, expected)
 
 
