@@ -148,3 +148,13 @@ def test_the_image_cache_pool_never_collects_the_garbage_it_inherits(tiny_mini, 
         gc.enable()
         gc.collect()
     assert collectors(record) == {os.getpid()}
+
+
+def test_an_epoch_with_workers_ends_within_a_check_interval():
+    """Paddle's reader thread waits on its queue one check interval at a time, also after the last batch;
+    stopping it must not cost WORKER_CHECK_SECONDS (the wait for a stuck worker) at every epoch's end."""
+    loader = EpochLoader(Items(), BATCHES, 2)
+    assert len(list(loader)) == len(BATCHES)  # the workers are up: the next epoch times only its own batches
+    start = time.time()
+    assert len(list(loader)) == len(BATCHES)
+    assert time.time() - start < datamgr.WORKER_CHECK_SECONDS / 2
