@@ -62,6 +62,7 @@ def test_a_workers_frn_error_arrives_with_its_own_message():
         load_all('frn_error')
 
 
+@pytest.mark.slow
 def test_a_workers_error_comes_in_order_after_the_batches_before_it():
     """Item 21 is in the third batch: the two before it are given, then its error, every time."""
     for _ in range(5):
@@ -85,6 +86,7 @@ def test_a_killed_worker_is_an_error_within_the_check_interval(monkeypatch):
     assert time.time() - start < 60
 
 
+@pytest.mark.slow
 def test_a_stuck_worker_is_stopped_with_an_error(monkeypatch):
     monkeypatch.setattr(datamgr, 'WORKER_CHECK_SECONDS', 1)
     monkeypatch.setattr(datamgr, 'WORKER_STALL_SECONDS', 3)
