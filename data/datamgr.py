@@ -21,9 +21,12 @@ from utils import FRNError
 #   (killed, out of memory) is noticed at the next check, but a stuck worker is waited for forever.
 # - Shared memory carries batches from the workers faster than pipes, but when /dev/shm is small
 #   (Docker's default is 64 MB) the workers die with a bus error.
+# - The loader's reader thread waits on its queue for up to `timeout` at a time, also after the
+#   last batch, so stopping it at the end of an epoch takes up to one check interval.
 # So: a short check interval, our own limit on the wait for a batch, and shared memory only
 # with room to spare.
-WORKER_CHECK_SECONDS = 10
+WORKER_POLL_SECONDS = 1    # the loader's check interval: a dead worker or a finished epoch is seen this soon
+WORKER_CHECK_SECONDS = 10  # how long a stopping worker or reader thread is waited for
 WORKER_STALL_SECONDS = 600
 SHARED_MEMORY_MIN_FREE = 2 * 2**30
 
@@ -45,7 +48,7 @@ class EpochLoader:
         self.loader = paddle.io.DataLoader(
             _FailuresAsBatches(dataset), batch_sampler=batch_sampler, num_workers=num_workers, return_list=True,
             collate_fn=_collate_or_report, use_shared_memory=self.use_shared_memory,
-            timeout=WORKER_CHECK_SECONDS if num_workers > 0 else 0)
+            timeout=WORKER_POLL_SECONDS if num_workers > 0 else 0)
 
     def set_epoch(self, epoch):
         self.batch_sampler.set_epoch(epoch)

@@ -1,31 +1,47 @@
-"""Shared test fixtures: where ../shared is, a sane thread count, real data subsets, a small disk to fill."""
+"""Shared test fixtures: where ../shared is, a sane thread count, real data subsets, a small disk to fill.
+
+FRN_REQUIRE_SHARED=1 (CI sets it) turns a missing shared folder or file into a failure instead of a skip,
+so a run without the data cannot pass having tested little.
+"""
 import contextlib
 import importlib.util
 import io
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get('FRN_SHARED', REPO.parent / 'shared')).resolve()
+REQUIRE_SHARED = os.environ.get('FRN_REQUIRE_SHARED', '') not in ('', '0')
 
 
 def load_tool(name):
     """A script of tools/ as a module, so a test can call its functions (tools/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so that the fast tier's module check sees it loaded
     spec.loader.exec_module(module)
     return module
 
 
 def shared_path(*parts):
-    """Path inside the shared folder, or skip the test with the reason."""
+    """Path inside the shared folder, or skip the test with the reason (fail it under FRN_REQUIRE_SHARED=1)."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f'{path} not found: set FRN_SHARED to the shared data folder (default ../shared)')
+        reason = f'{path} not found: set FRN_SHARED to the shared data folder (default ../shared)'
+        if REQUIRE_SHARED:
+            pytest.fail(f'{reason}; FRN_REQUIRE_SHARED is set, so missing shared data is a failure', pytrace=False)
+        pytest.skip(reason)
     return path
+
+
+def pytest_configure(config):
+    if REQUIRE_SHARED and not SHARED.is_dir():
+        raise pytest.UsageError(f'FRN_REQUIRE_SHARED is set but the shared data folder {SHARED} does not exist: '
+                                'set FRN_SHARED to it (default ../shared)')
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -37,8 +53,9 @@ def _threads():
 def extract_tiny_subset(dest, classes_per_split=(8, 5, 5), images_per_class=40):
     """A mini-ImageNet-format folder of real Tiny-ImageNet-32 photos: the first classes of each split.
 
-    Returns the folder. The archive keeps its CSVs last, so it is read twice: once for
-    the CSVs, once to extract only the chosen images.
+    Returns the folder. The archive keeps its CSVs last, so on the way to them each class's
+    lowest-numbered images, which the CSVs list first, are kept in memory; only an image that
+    is not among them would take a second read of the archive.
     """
     import csv
     import tarfile
@@ -46,25 +63,32 @@ def extract_tiny_subset(dest, classes_per_split=(8, 5, 5), images_per_class=40):
     dest = pathlib.Path(dest)
     (dest / 'images').mkdir(parents=True)
     csv_names = ('train.csv', 'val.csv', 'test.csv')
+    texts, early = {}, {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            name = member.name.split('/', 1)[-1]
+            if name in csv_names:
+                texts[name] = tar.extractfile(member).read().decode()
+            elif name.startswith('images/') and name[-12:-4].isdigit() and int(name[-12:-4]) <= images_per_class:
+                early[name[len('images/'):]] = tar.extractfile(member).read()  # e.g. n0144353700000001.jpg
     wanted = set()
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            name = member.name.split('/', 1)[-1]
-            if name not in csv_names:
-                continue
-            rows = list(csv.reader(tar.extractfile(member).read().decode().splitlines()))[1:]
-            classes = sorted({label for _, label in rows})[:classes_per_split[csv_names.index(name)]]
-            keep = [r for c in classes for r in [r for r in rows if r[1] == c][:images_per_class]]
-            with open(dest / name, 'w', newline='') as f:
-                writer = csv.writer(f, lineterminator='\n')
-                writer.writerow(['filename', 'label'])
-                writer.writerows(keep)
-            wanted.update(fn for fn, _ in keep)
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            name = member.name.split('/', 1)[-1]
-            if name.startswith('images/') and name[len('images/'):] in wanted:
-                (dest / name).write_bytes(tar.extractfile(member).read())
+    for name in csv_names:
+        rows = list(csv.reader(texts[name].splitlines()))[1:]
+        classes = sorted({label for _, label in rows})[:classes_per_split[csv_names.index(name)]]
+        keep = [r for c in classes for r in [r for r in rows if r[1] == c][:images_per_class]]
+        with open(dest / name, 'w', newline='') as f:
+            writer = csv.writer(f, lineterminator='\n')
+            writer.writerow(['filename', 'label'])
+            writer.writerows(keep)
+        wanted.update(fn for fn, _ in keep)
+    for fn in wanted & early.keys():
+        (dest / 'images' / fn).write_bytes(early[fn])
+    if wanted - early.keys():
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                name = member.name.split('/', 1)[-1]
+                if name.startswith('images/') and name[len('images/'):] in wanted - early.keys():
+                    (dest / name).write_bytes(tar.extractfile(member).read())
     missing = [fn for fn in wanted if not (dest / 'images' / fn).exists()]
     assert not missing, f'{len(missing)} images not found in {tar_path}'
     return dest
@@ -130,3 +154,50 @@ def jpeg_claiming(width, height):
     sof = data.index(b'\xff\xc0')
     data[sof + 5:sof + 9] = height.to_bytes(2, 'big') + width.to_bytes(2, 'big')
     return bytes(data)
+
+
+# ---- the fast tier touches every module ----
+
+PROJECT_FOLDERS = ('data', 'network', 'methods', 'engine', 'deploy', 'tools')
+
+
+def project_modules():
+    """The project's module files: the packages' and tools' modules and the top-level scripts."""
+    files = [p for folder in PROJECT_FOLDERS for p in (REPO / folder).glob('*.py') if p.name != '__init__.py']
+    return sorted(files + list(REPO.glob('*.py')))
+
+
+def modules_not_loaded():
+    """Project module files that no module of this process was loaded from (relative paths)."""
+    loaded = {pathlib.Path(m.__file__).resolve() for m in list(sys.modules.values())
+              if getattr(m, '__file__', None)}
+    return [str(p.relative_to(REPO)) for p in project_modules() if p.resolve() not in loaded]
+
+
+def runs_the_whole_fast_tier(config):
+    """`pytest -m "not slow"` over the whole suite: no -k, no narrower path than tests/."""
+    marks = ' '.join(str(config.getoption('markexpr') or '').split())
+    paths = {pathlib.Path(arg.split('::')[0]).resolve() for arg in config.args}
+    return marks == 'not slow' and not config.getoption('keyword') and paths <= {REPO, REPO / 'tests'}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The fast tier must load every project module in this process (the tests that load one exercise it):
+    a module only a slow test or a subprocess reaches fails the run, so the fast tier stays a real check."""
+    if (not runs_the_whole_fast_tier(session.config) or session.config.option.collectonly or not session.testscollected
+            or session.shouldfail or session.shouldstop):
+        return
+    missing = modules_not_loaded()
+    session.config.stash[MISSING_KEY] = missing
+    if missing and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+MISSING_KEY = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    missing = config.stash.get(MISSING_KEY, None)
+    if missing:
+        terminalreporter.write_line(f'FAILED: the fast tier loads no test of {len(missing)} project module(s): '
+                                    f'{", ".join(missing)}; add a fast test that exercises each', red=True)

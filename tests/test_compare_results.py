@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_tool
 
 RUNS = REPO / 'results' / 'tinyimagenet32_84'
 CHECKPOINT = {method: RUNS / f'Conv4_{method}_20way_5shot_metatrain' / 'best_model.pdparams'
@@ -34,14 +34,17 @@ def run(*args, cwd, check=True):
 
 @pytest.fixture(scope='module')
 def results(tiny_mini, tmp_path_factory):
-    """{name: (path, JSON)} of test.py runs: 'frn' and 'proto' on the same episodes, 'seed1' and 'shot1' not."""
+    """{name: (path, JSON)} of test.py runs: 'frn' and 'proto' on the same episodes, 'seed1' and 'shot1' not.
+    test.py runs in this process (its command line: test_distributed_test_writes_the_single_process_episodes)."""
+    import test as test_script
     work = tmp_path_factory.mktemp('compare')
     out = {}
     for name, method, extra in (('frn', 'meta_frn', []), ('proto', 'meta_proto', []),
                                 ('seed1', 'meta_proto', ['--seed', '1']), ('shot1', 'meta_proto', ['--n_shot', '1'])):
-        run(REPO / 'test.py', '--data_path', tiny_mini, '--model', 'Conv4', '--image_size', '84', '--method', method,
+        test_script.main([str(a) for a in (
+            '--data_path', tiny_mini, '--model', 'Conv4', '--image_size', '84', '--method', method,
             '--model_path', CHECKPOINT[method], '--n_shot', '5', '--n_query', '15', '--test_task_nums', '2',
-            '--test_n_episode', '20', '--threads', '2', '--results_dir', work / name, *extra, cwd=work)
+            '--test_n_episode', '20', '--threads', '2', '--results_dir', work / name, *extra)])
         path = next((work / name).glob('*/*.json'))
         out[name] = (path, json.loads(path.read_text()))
     return out
@@ -51,6 +54,7 @@ def compare(a, b, *extra, cwd):
     return run(REPO / 'tools' / 'compare_results.py', a, b, *extra, cwd=cwd, check=False)
 
 
+@pytest.mark.slow
 def test_result_holds_every_episode_accuracy_in_task_order_and_keeps_its_fields(results):
     _, result = results['frn']
     accs = result['episode_accs']
@@ -62,6 +66,7 @@ def test_result_holds_every_episode_accuracy_in_task_order_and_keeps_its_fields(
     assert all(abs(a * 75 / 100 - round(a * 75 / 100)) < 1e-4 for a in accs)
 
 
+@pytest.mark.slow
 def test_split_fingerprint_is_the_sha256_of_relative_paths_and_labels(results, tiny_mini, tmp_path):
     with open(tiny_mini / 'test.csv', newline='') as f:
         rows = list(csv.reader(f))[1:]
@@ -76,6 +81,7 @@ def test_split_fingerprint_is_the_sha256_of_relative_paths_and_labels(results, t
     assert read_split(moved, 'test').fingerprint(moved) != results['frn'][1]['split_sha256']
 
 
+@pytest.mark.slow
 def test_episodes_fingerprint_is_that_of_the_sampler_episodes_of_each_task(results, tiny_mini):
     import cli
     import test as test_script
@@ -99,10 +105,12 @@ def test_episodes_fingerprint_is_that_of_the_sampler_episodes_of_each_task(resul
     assert episodes_fingerprint(changed, 5) != episodes_fingerprint(tasks, 5)
 
 
-def test_compare_gives_the_paired_numbers_of_a_direct_computation(results, tmp_path):
+@pytest.mark.slow
+def test_compare_gives_the_paired_numbers_of_a_direct_computation(results, tmp_path, capsys):
     (path_a, a), (path_b, b) = results['frn'], results['proto']
-    out = compare(path_a, path_b, '--json', tmp_path / 'cmp.json', cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    capsys.readouterr()
+    load_tool('compare_results').main([str(path_a), str(path_b), '--json', str(tmp_path / 'cmp.json')])
+    out = capsys.readouterr()
     got = json.loads((tmp_path / 'cmp.json').read_text())
     diff = np.array(a['episode_accs']) - np.array(b['episode_accs'])
     assert got['episodes'] == 40 and (got['n_shot'], got['seed']) == (5, 0)
@@ -113,14 +121,15 @@ def test_compare_gives_the_paired_numbers_of_a_direct_computation(results, tmp_p
     shares = [np.mean(diff > 0), np.mean(diff == 0), np.mean(diff < 0)]
     assert [got['a_better'], got['equal'], got['a_worse']] == pytest.approx(shares) and sum(shares) == 1
     assert got['a']['method'] == 'meta_frn' and got['b']['method'] == 'meta_proto'
-    assert f'A - B  {diff.mean():+.2f} +- {1.96 * diff.std() / np.sqrt(40):.2f}% (paired' in out.stdout
-    assert f'A is better on {100 * shares[0]:.1f}% of the episodes' in out.stdout
-    assert f'{a["acc"]:6.2f} +- {a["ci95"]:.2f}%' in out.stdout
+    assert f'A - B  {diff.mean():+.2f} +- {1.96 * diff.std() / np.sqrt(40):.2f}% (paired' in out.out
+    assert f'A is better on {100 * shares[0]:.1f}% of the episodes' in out.out
+    assert f'{a["acc"]:6.2f} +- {a["ci95"]:.2f}%' in out.out
     same = compare(path_a, path_a, '--json', tmp_path / 'same.json', cwd=tmp_path)  # a model against itself
     got = json.loads((tmp_path / 'same.json').read_text())
     assert same.returncode == 0 and (got['difference'], got['difference_ci95'], got['equal']) == (0, 0, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('other, names', [('seed1', '--seed: 0 vs 1'), ('shot1', '--n_shot: 5 vs 1')])
 def test_compare_refuses_results_of_other_episodes_naming_what_differs(results, other, names, tmp_path):
     out = compare(results['frn'][0], results[other][0], '--json', tmp_path / 'no.json', cwd=tmp_path)
@@ -129,13 +138,16 @@ def test_compare_refuses_results_of_other_episodes_naming_what_differs(results, 
     assert f'({names}); test both models' in out.stderr  # the cause, not the fingerprint that follows from it
 
 
-def test_compare_refuses_a_result_without_per_episode_accuracies(results, tmp_path):
+def test_compare_refuses_a_result_without_per_episode_accuracies(capsys):
     older = RUNS / '5w5s' / 'mini_imagenet_Conv4_meta_frn.json'  # committed, written before the field existed
-    out = compare(older, results['frn'][0], cwd=tmp_path)
-    assert out.returncode == 2 and out.stderr.count('\n') == 1
-    assert out.stderr.startswith(f'error: {older} has no per-episode accuracies')
+    with pytest.raises(SystemExit) as stop:
+        load_tool('compare_results').main([str(older), str(older)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count('\n') == 1
+    assert err.startswith(f'error: {older} has no per-episode accuracies')
 
 
+@pytest.mark.slow
 def test_distributed_test_writes_the_single_process_episodes(results, tiny_mini, tmp_path):
     """Two processes each evaluate their share; the JSON holds the episodes in the order of one process."""
     run('-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir', tmp_path / 'logs', REPO / 'test.py',

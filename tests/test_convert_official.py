@@ -16,7 +16,7 @@ import paddle
 import pytest
 
 from methods import checkpoint
-from conftest import REPO, shared_path
+from conftest import REPO, load_tool, shared_path
 from methods.FRN import FRN
 from deploy.official_weights import convert_checkpoint, convert_state_dict, infer_backbone, read_torch_state_dict
 from methods.protonet import Proto
@@ -209,7 +209,7 @@ def test_a_truncated_checkpoint_is_named_truncated(tmp_path):
 
 # --- converting --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('backbone', ['ResNet12', 'Conv4'])
+@pytest.mark.parametrize('backbone', [pytest.param('ResNet12', marks=pytest.mark.slow), 'Conv4'])
 @pytest.mark.parametrize('pretraining', [False, True])
 def test_conversion_renames_batchnorm_buffers_drops_counters_and_keeps_values(tmp_path, backbone, pretraining):
     official = official_state(backbone, pretraining)
@@ -226,7 +226,7 @@ def test_conversion_renames_batchnorm_buffers_drops_counters_and_keeps_values(tm
             assert state[ours].dtype == np.float32
 
 
-@pytest.mark.parametrize('backbone', ['ResNet12', 'Conv4'])
+@pytest.mark.parametrize('backbone', [pytest.param('ResNet12', marks=pytest.mark.slow), 'Conv4'])
 def test_proto_checkpoints_are_told_from_frn_by_the_missing_r_and_convert_to_protos_names(tmp_path, backbone):
     official = official_state(backbone, proto=True)
     assert 'r' not in official and 'scale' in official
@@ -277,6 +277,7 @@ def run_cli(*args, cwd):
                           cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_converts_from_any_folder_and_the_result_loads_into_frn(tmp_path):
     src = shared_path('fixtures', 'frn_official', 'conv4_pretrain_official.pth')
     dst = tmp_path / 'out' / 'conv4_pretrain.pdparams'
@@ -294,17 +295,17 @@ def test_cli_converts_from_any_folder_and_the_result_loads_into_frn(tmp_path):
     np.testing.assert_array_equal(meta.scale.numpy(), official['scale'])
 
 
-def test_cli_converts_the_official_proto_checkpoint_for_proto(tmp_path):
+def test_cli_converts_the_official_proto_checkpoint_for_proto(tmp_path, capsys):
     src = shared_path('fixtures', 'proto_official', 'conv4_proto_official.pth')
     dst = tmp_path / 'conv4_proto.pdparams'
-    done = run_cli('--src', src, '--dst', dst, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert 'Proto Conv4, fine-tuned, 25 tensors; dropped 4 num_batches_tracked' in done.stdout
+    load_tool('convert_official_weights').main(['--src', str(src), '--dst', str(dst)])
+    assert 'Proto Conv4, fine-tuned, 25 tensors; dropped 4 num_batches_tracked' in capsys.readouterr().out
     model = Proto(backbone='Conv4')
     assert checkpoint.load_model(model, dst) == ([], [])
     assert model.scale.item() == 2.5
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
     evil = torch_zip(tmp_path / 'evil.pth', {}, pickled=b'\x80\x02' + _global('os', 'system') + b'.')
     done = run_cli('--src', evil, '--dst', tmp_path / 'x.pdparams', cwd=REPO)

@@ -131,14 +131,18 @@ def trained(tiny_mini, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_training_saves_the_curves_beside_output_log_also_after_resuming(trained):
     assert trained['1'] != trained['2']  # redrawn when the resumed run finished
     assert f'training curves saved to {trained["run_dir"] / CURVES_FILE}' in trained['stdout2']
     epochs = parse_log(trained['run_dir'] / 'output.log')
     assert [e['epoch'] for e in epochs] == [0, 1] and all(e['val_acc'] is not None for e in epochs)
+    log = (trained['run_dir'] / 'output.log').read_text()  # one log across the resume, each epoch once
+    assert 'resumed from' in log and log.count('Epoch 0 | lr') == 1 and log.count('Epoch 1 | lr') == 1
     assert colour_pixels(trained['run_dir'] / CURVES_FILE, C1) > 200  # the val curve is drawn
 
 
+@pytest.mark.slow
 def test_visualdl_flag_logs_scalars_when_installed_and_warns_otherwise(trained):
     try:
         from visualdl import LogReader
@@ -157,6 +161,7 @@ def test_visualdl_flag_logs_scalars_when_installed_and_warns_otherwise(trained):
     assert sorted(values['train/batch_loss']) == list(range(20))  # 10 batches per epoch, global steps
 
 
+@pytest.mark.slow
 def test_metrics_jsonl_holds_the_numbers_of_output_log_for_every_epoch_after_resuming(trained):
     records = read_metrics(trained['run_dir'] / METRICS_FILE)
     parsed = parse_log(trained['run_dir'] / 'output.log')

@@ -52,6 +52,7 @@ def runs(tiny_mini, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_distributed_runs_write_the_same_files_as_a_single_process(runs):
     for key in ('pre_dir', 'meta_dir'):
         assert sorted(os.listdir(runs[2][key])) == sorted(os.listdir(runs[1][key]))
@@ -60,12 +61,14 @@ def test_distributed_runs_write_the_same_files_as_a_single_process(runs):
     assert 'rank 0 of 2 processes' in log and log.count('==== ') == 1  # one writer
 
 
+@pytest.mark.slow
 def test_both_ranks_end_with_identical_weights(runs):
     for stage in ('pre', 'meta'):
         prints = fingerprints(runs[2][stage][1])
         assert set(prints) == {'0', '1'} and prints['0'] == prints['1'], prints
 
 
+@pytest.mark.slow
 def test_pretraining_loss_curve_is_close_to_a_single_process_with_the_same_global_batch(runs):
     """Not exact: each rank's BatchNorm normalises its half of the batch with its own statistics
     (there is no SyncBatchNorm on the CPU), so activations, and from the first step the weights,
@@ -79,12 +82,14 @@ def test_pretraining_loss_curve_is_close_to_a_single_process_with_the_same_globa
     assert abs(epoch2[0] - epoch1[0]) <= 0.15 * epoch1[0]
 
 
+@pytest.mark.slow
 def test_meta_training_splits_the_epoch_among_ranks(runs):
     log = (runs[2]['meta_dir'] / 'output.log').read_text()
     assert 'Epoch 0 | Batch 1/2' in log and 'Batch 2/' not in log   # 4 episodes = 2 steps x 2 ranks
     assert 'Epoch 0 | Batch 3/4' in (runs[1]['meta_dir'] / 'output.log').read_text()
 
 
+@pytest.mark.slow
 def test_distributed_test_prints_the_single_process_numbers(runs, tiny_mini):
     args = ['--data_path', str(tiny_mini), '--model', 'Conv4', '--image_size', '32', '--n_query', '3',
             '--test_task_nums', '2', '--test_n_episode', '5', '--threads', '1',

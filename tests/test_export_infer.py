@@ -109,6 +109,7 @@ def predictions(work):
 PROGRAM_FILE = 'model.json' if int(paddle.__version__.split('.')[0]) >= 3 else 'model.pdmodel'
 
 
+@pytest.mark.slow
 def test_export_writes_the_inference_model_and_the_head_json(work):
     """The program file is this Paddle's own format: model.json on 3.x, model.pdmodel on 2.x."""
     for backbone, d in (('ResNet12', 640), ('Conv4', 64)):
@@ -141,6 +142,7 @@ print(json.dumps(out))
 '''
 
 
+@pytest.mark.slow
 def test_exported_model_gives_the_dygraph_feature_maps(work):
     """On the real photos: max |exported - dygraph| <= 2e-5 of the largest feature (measured 1e-6 to 3e-6)."""
     images = sorted(str(p) for p in (work['root'] / 'support').rglob('*.jpg'))
@@ -155,6 +157,7 @@ def test_exported_model_gives_the_dygraph_feature_maps(work):
         assert cmp['max_abs'] <= FEATURE_TOLERANCE * cmp['max_ref'], cmp
 
 
+@pytest.mark.slow
 def test_without_a_predictor_the_export_runs_through_jit_load(work, monkeypatch):
     def refuse(config):
         raise RuntimeError('no predictor today')
@@ -170,6 +173,7 @@ def test_without_a_predictor_the_export_runs_through_jit_load(work, monkeypatch)
 
 # ---- prediction ----
 
+@pytest.mark.slow
 def test_infer_labels_every_query_with_the_class_of_its_source_image(work, predictions):
     """Each query is a crop of one support image; FRN must reconstruct it best from that image's class.
 
@@ -189,6 +193,7 @@ def test_infer_labels_every_query_with_the_class_of_its_source_image(work, predi
         assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_dygraph_and_exported_paths_give_the_same_predictions_and_scores(predictions):
     """Same class for every query; per-class probabilities within 1e-5."""
     dygraph, exported = predictions
@@ -219,6 +224,7 @@ def frn_episode_scores(model, support_images, query_images):
         return model.get_neg_l2_dist(episode, way, shot, len(query_images) // way).numpy()
 
 
+@pytest.mark.slow
 def test_scores_are_the_softmax_of_frns_episode_scores_when_shots_are_equal(conv4):
     """Two shots for each of three classes: probabilities = softmax(scale * FRN.get_neg_l2_dist), per query."""
     features, support, queries = conv4
@@ -232,6 +238,7 @@ def test_scores_are_the_softmax_of_frns_episode_scores_when_shots_are_equal(conv
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_with_unequal_shots_each_class_is_scored_by_frn_with_its_own_support(conv4):
     """Shots 1, 2, 3, 2: class c's column is FRN's 1-way k_c-shot score (so lambda uses c's own kr),
     and the columns follow the order of the classes."""
@@ -248,6 +255,7 @@ def test_with_unequal_shots_each_class_is_scored_by_frn_with_its_own_support(con
     np.testing.assert_allclose(reordered, scores[:, ::-1], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_table_output_has_a_row_per_query_with_its_prediction_and_scores(work, capsys):
     root = work['root']
     tool('infer').main(['--support', str(root / 'support'), '--query', str(root / 'query'), '--model_path',
@@ -263,6 +271,7 @@ def test_table_output_has_a_row_per_query_with_its_prediction_and_scores(work, c
     assert all(abs(sum(map(float, r[2:])) - 1) < 0.003 for r in rows)  # three decimals each
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(paddle.device.is_compiled_with_cuda(), reason='this checks the CPU-only fallback')
 def test_use_gpu_without_cuda_warns_once_and_runs_on_the_cpu(work, capsys):
     features = DygraphFeatures(str(work['Conv4']), image_size=SIZE, use_gpu=True)
@@ -286,6 +295,7 @@ def support_copy(work, tmp_path):
     return tmp_path / 'support'
 
 
+@pytest.mark.slow
 def test_empty_class_folder_is_named_in_the_error(work, support_copy, capsys):
     (support_copy / 'zebra').mkdir()
     err = infer_error(capsys, '--support', support_copy, '--query', work['root'] / 'query', '--model_path',
@@ -293,6 +303,7 @@ def test_empty_class_folder_is_named_in_the_error(work, support_copy, capsys):
     assert str(support_copy / 'zebra') in err and 'holds no images' in err
 
 
+@pytest.mark.slow
 def test_unreadable_image_is_named_in_the_error(work, support_copy, capsys):
     broken = support_copy / work['classes'][0] / 'broken.jpg'
     broken.write_bytes(b'this is not a JPEG')
@@ -301,6 +312,7 @@ def test_unreadable_image_is_named_in_the_error(work, support_copy, capsys):
     assert str(broken) in err and 'cannot read image' in err
 
 
+@pytest.mark.slow
 def test_fewer_than_two_classes_is_an_error(work, support_copy, capsys):
     for folder in work['classes'][1:]:
         shutil.rmtree(support_copy / folder)
@@ -309,18 +321,21 @@ def test_fewer_than_two_classes_is_an_error(work, support_copy, capsys):
     assert 'at least 2 class subfolders' in err and work['classes'][0] in err
 
 
+@pytest.mark.slow
 def test_missing_query_path_is_an_error(work, capsys):
     err = infer_error(capsys, '--support', work['root'] / 'support', '--query', work['root'] / 'nowhere.jpg',
                       '--model_path', work['Conv4'])
     assert '--query' in err and 'does not exist' in err
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_backbone_is_an_error(work, capsys):
     err = infer_error(capsys, '--support', work['root'] / 'support', '--query', work['root'] / 'query',
                       '--model_path', work['ResNet12'], '--model', 'Conv4')
     assert 'does not match this model' in err and '--model' in err
 
 
+@pytest.mark.slow
 def test_exported_model_of_another_size_or_backbone_is_an_error(work, capsys):
     common = ['--support', work['root'] / 'support', '--query', work['root'] / 'query', '--inference_dir',
               work['root'] / 'export_ResNet12']
@@ -330,12 +345,14 @@ def test_exported_model_of_another_size_or_backbone_is_an_error(work, capsys):
     assert '--model Conv4 does not match' in err and 'is a ResNet12' in err
 
 
+@pytest.mark.slow
 def test_folder_that_is_not_an_export_is_an_error(work, capsys):
     err = infer_error(capsys, '--support', work['root'] / 'support', '--query', work['root'] / 'query',
                       '--inference_dir', work['root'] / 'support')
     assert 'has no frn_head.json' in err and 'tools/export_model.py' in err
 
 
+@pytest.mark.slow
 def test_head_json_of_another_model_is_an_error(work, tmp_path, capsys):
     folder = shutil.copytree(work['root'] / 'export_Conv4', tmp_path / 'export')
     head = json.loads((folder / 'frn_head.json').read_text())
@@ -345,6 +362,7 @@ def test_head_json_of_another_model_is_an_error(work, tmp_path, capsys):
     assert 'do not belong together' in err and ', 4, 64], but' in err and 'export the model again' in err
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line_without_a_traceback(work, tmp_path):
     (tmp_path / 'only').mkdir()
     shutil.copy(work['root'] / 'query' / 'q00.png', tmp_path / 'only')
@@ -356,6 +374,7 @@ def test_cli_error_is_one_line_without_a_traceback(work, tmp_path):
         f"put each class's example images in {tmp_path}/<class name>/"]
 
 
+@pytest.mark.slow
 def test_export_of_a_checkpoint_with_the_wrong_backbone_is_a_one_line_error(work, tmp_path):
     result = run_tool('export_model', '--model', 'Conv4', '--model_path', work['ResNet12'], '--save_dir',
                       tmp_path / 'export', '--image_size', SIZE, check=False)

@@ -147,6 +147,7 @@ LOOPS = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', BAD_KINDS)
 def test_every_loop_stops_with_the_files_name_for_every_kind_of_bad_image(kind, data, tmp_path):
     """Episodes of 5 classes x 8 images read every image, and so do the batches (40 = 5 x 8), in each loop."""
@@ -172,6 +173,7 @@ def test_every_loop_stops_with_the_files_name_for_every_kind_of_bad_image(kind, 
     assert not any(f.endswith('.tmp') for _, _, files in os.walk(tmp_path / 'cache') for f in files)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('script, split, workers', [('pretrain.py', 'train', '0'), ('pretrain.py', 'train', '2'),
                                                     ('pretrain.py', 'val', '0'), ('meta_train.py', 'train', '0'),
                                                     ('test.py', 'test', '0')])
@@ -190,6 +192,7 @@ def test_clis_stop_on_a_truncated_image_with_one_line_and_exit_2(script, split, 
     one_line_error(run(script, *args, cwd=tmp_path), str(bad), 'cannot read image')
 
 
+@pytest.mark.slow
 def test_building_the_image_cache_from_the_cli_stops_on_a_bad_image(bad_copy, tmp_path):
     folder, bad = bad_copy('train', 'zero_bytes')
     result = run('pretrain.py', '--data_path', str(folder), *TRAIN, '--epoch', '1', '--cache_dir',
@@ -200,6 +203,7 @@ def test_building_the_image_cache_from_the_cli_stops_on_a_bad_image(bad_copy, tm
 
 # ---- 2. a run folder belongs to one run at a time ----
 
+@pytest.mark.slow
 def test_a_second_run_stops_at_once_naming_the_folder_and_the_running_process(data, tmp_path):
     from engine.runlock import RunLock
     folder = run_dir(tmp_path)
@@ -254,6 +258,7 @@ def reference(data, tmp_path_factory):
     return {'work': work, 'dir': run_dir(work), 'seconds': time.time() - start}
 
 
+@pytest.mark.slow
 def test_a_fresh_run_refuses_a_folder_with_another_runs_checkpoints_and_overwrite_clears_it(data, reference,
                                                                                             tmp_path):
     shutil.copytree(reference['work'] / 'checkpoints', tmp_path / 'checkpoints')
@@ -294,6 +299,7 @@ def test_overwrite_keeps_the_earlier_run_when_a_check_of_the_new_one_fails(scrip
 
 # ---- 3. --resume is checked before work starts ----
 
+@pytest.mark.slow
 def test_resume_from_a_truncated_pdopt_is_one_line(data, reference, tmp_path):
     shutil.copytree(reference['work'] / 'checkpoints', tmp_path / 'checkpoints')
     pdopt = run_dir(tmp_path) / 'last_model.pdopt'
@@ -302,6 +308,7 @@ def test_resume_from_a_truncated_pdopt_is_one_line(data, reference, tmp_path):
                        cwd=tmp_path), 'cannot read the resume state', 'last_model.pdopt', 'truncated')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('script, flags, expected', [
     ('meta_train.py', [*SMALL, '--train_n_way', '5', '--train_n_episode', '2', '--val_n_episode', '2'],
      'it is pretraining (pretrain.py), this run is meta-training'),
@@ -323,6 +330,7 @@ def test_resume_of_another_stage_backbone_image_size_or_transform_says_what_diff
     assert {f: (folder / f).read_bytes() for f in os.listdir(folder)} == before
 
 
+@pytest.mark.slow
 def test_resume_with_another_class_count_says_so(reference):
     import argparse
 
@@ -334,6 +342,7 @@ def test_resume_with_another_class_count_says_so(reference):
         read_resume_state(str(reference['dir'] / 'last_model.pdopt'), args, model)
 
 
+@pytest.mark.slow
 def test_resume_auto_with_weights_but_no_pdopt_refuses_and_keeps_them(data, reference, tmp_path):
     shutil.copytree(reference['work'] / 'checkpoints', tmp_path / 'checkpoints')
     folder = run_dir(tmp_path)
@@ -366,6 +375,7 @@ FAULT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('code, suffix, cause', [(errno.ENOSPC, 'best_model.pdparams', 'No space left on device'),
                                                  (errno.EROFS, 'output.log', 'Read-only file system'),
                                                  (errno.EACCES, 'last_model.pdopt', 'Permission denied')])
@@ -377,6 +387,7 @@ def test_file_system_errors_while_training_are_one_line_naming_the_path(code, su
     assert not temp_files(run_dir(tmp_path)) and not (run_dir(tmp_path) / suffix).exists()
 
 
+@pytest.mark.slow
 def test_a_write_error_of_test_results_is_one_line(data, reference, tmp_path):
     result = subprocess.run([sys.executable, '-c', FAULT, str(errno.ENOSPC), '.json', str(REPO / 'test.py'),
                              '--data_path', str(data), *SMALL, '--model_path',
@@ -402,6 +413,7 @@ def test_cli_main_turns_an_os_error_into_one_line_and_exit_2(capsys):
 
 # ---- 5. SIGTERM like Ctrl-C; leftovers of a killed run are removed ----
 
+@pytest.mark.slow
 def test_sigterm_exits_143_saying_how_to_resume_and_leaves_no_temp_file(data, tmp_path):
     proc = subprocess.Popen([sys.executable, str(REPO / 'pretrain.py'), '--data_path', str(data), *TRAIN,
                              '--epoch', '200'], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -418,6 +430,7 @@ def test_sigterm_exits_143_saying_how_to_resume_and_leaves_no_temp_file(data, tm
     assert not temp_files(run_dir(tmp_path)) and 'run.lock' not in os.listdir(run_dir(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_run_removes_the_temp_files_an_earlier_killed_run_left_and_says_so(data, reference, tmp_path):
     shutil.copytree(reference['work'] / 'checkpoints', tmp_path / 'checkpoints')
     folder = run_dir(tmp_path)
@@ -502,6 +515,7 @@ def test_exif_rotated_photos_are_turned_upright_everywhere(tmp_path):
 
 # ---- 7. smaller messages, and nothing written before the checks pass ----
 
+@pytest.mark.slow
 def test_a_folder_as_model_path_and_a_file_as_data_path_say_so(data, tmp_path):
     import test as test_script
     with pytest.raises(FRNError, match='--model_path .* is a folder, not a file; give a .pdparams file inside it'):
@@ -510,6 +524,7 @@ def test_a_folder_as_model_path_and_a_file_as_data_path_say_so(data, tmp_path):
         test_script.parse_args(['--data_path', str(data / 'train.csv'), '--model_path', str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_a_too_large_n_way_names_the_split_and_the_flag_and_writes_nothing(data, reference, tmp_path):
     one_line_error(run('pretrain.py', '--data_path', str(data), *TRAIN, '--epoch', '1', '--val_n_way', '9',
                        cwd=tmp_path), '--val_n_way 9', 'the val split', 'only 5 classes', 'lower --val_n_way')
@@ -584,6 +599,7 @@ def assert_same_weights(reference_dir, folder):
     assert not temp_files(folder) and 'run.lock' not in os.listdir(folder)
 
 
+@pytest.mark.slow
 def test_kills_at_random_moments_and_between_the_checkpoint_writes_each_resume_bit_identical(data, reference,
                                                                                             tmp_path):
     """Runs are killed and resumed with --resume auto until one finishes: a chain.

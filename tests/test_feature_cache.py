@@ -58,7 +58,8 @@ def test_split(tiny_mini):
     return read_split(str(tiny_mini), 'test')
 
 
-@pytest.mark.parametrize('backbone, shot, n_episode', [('Conv4', 1, 8), ('Conv4', 5, 4), ('ResNet12', 1, 1)])
+@pytest.mark.parametrize('backbone, shot, n_episode', [pytest.param('Conv4', 1, 8, marks=pytest.mark.slow), ('Conv4', 5, 4),
+                                                       pytest.param('ResNet12', 1, 1, marks=pytest.mark.slow)])
 def test_cached_distances_and_accuracies_are_bitwise_those_of_the_per_episode_path(test_split, backbone, shot,
                                                                                     n_episode):
     model = trained_looking(backbone)
@@ -127,6 +128,7 @@ def test_a_cache_of_another_dataset_is_refused(test_split):
         evaluate(model, loader, WAY, 1, QUERY, cache=FeatureCache(model, other.dataset))
 
 
+@pytest.mark.slow
 def test_test_py_prints_the_same_accuracies_with_and_without_the_feature_cache(tiny_mini, tmp_path):
     model = trained_looking('Conv4')
     checkpoint = tmp_path / 'model.pdparams'

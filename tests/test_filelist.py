@@ -40,6 +40,7 @@ def placeholder_mini(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_writer_on_real_split_files_gives_published_counts(placeholder_mini, tmp_path):
     out = tmp_path / 'lists'
     result = run_writer('--data_path', str(placeholder_mini), '--out_dir', str(out))

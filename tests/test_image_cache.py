@@ -10,7 +10,7 @@ import pytest
 from paddle.vision import transforms as T
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, load_tool
 from data.datamgr import SetDataManager, SimpleDataManager
 from data.filelist import read_split
 from data.image_cache import CachedSplit, open_cache, train_short_side
@@ -112,10 +112,8 @@ def test_changed_or_missing_source_images_make_the_cache_stale_with_the_fix(fold
     with pytest.raises(FRNError, match=re.escape(str(changed))) as err:
         open_cache(read_split(str(data), 'test'), cache_dir, 'test', 84)
     assert 'out of date' in str(err.value) and 'build_image_cache.py' in str(err.value) and '--rebuild' in str(err.value)
-    result = subprocess.run([sys.executable, str(REPO / 'tools' / 'build_image_cache.py'), '--data_path', str(data),
-                             '--cache_dir', cache_dir, '--splits', 'test', '--rebuild'],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    load_tool('build_image_cache').main(['--data_path', str(data), '--cache_dir', cache_dir, '--splits', 'test',
+                                         '--rebuild'])
     rebuilt = open_cache(read_split(str(data), 'test'), cache_dir, 'test', 84)
     for a, b in zip(eval_tensors(read_split(str(data), 'test'), 84), eval_tensors(rebuilt, 84)):
         np.testing.assert_array_equal(a, b)
@@ -152,6 +150,7 @@ def test_a_cached_split_subsets_and_pickles_without_its_pixels(tiny_mini, tmp_pa
         np.testing.assert_array_equal(Normalized()(sub_cached.pixels(i)), transform(sub.load_image(i)))
 
 
+@pytest.mark.slow
 def test_test_py_with_cache_dir_and_workers_prints_the_same_accuracies(tiny_mini, tmp_path):
     import paddle
     from methods.FRN import FRN

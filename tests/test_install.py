@@ -1,12 +1,13 @@
 """The install never puts the CPU wheel over an installed PaddlePaddle: tools/install.py, the README and the notebook."""
 import json
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_tool
 
 GUARD = REPO / 'tools' / 'install.py'
 
@@ -49,8 +50,9 @@ def test_on_a_machine_without_paddle_the_guard_installs_the_cpu_wheel_then_the_r
 @pytest.mark.parametrize('name, version, numpy_pin', [('paddlepaddle-gpu', '2.6.2', True),
                                                      ('paddlepaddle_gpu', '3.0.0', False),
                                                      ('paddlepaddle', '3.3.1', False)])
-def test_an_installed_paddlepaddle_of_any_kind_is_left_alone(tmp_path, name, version, numpy_pin):
-    out = dry_run(fake_site(tmp_path / 'site', name, version))
+def test_an_installed_paddlepaddle_of_any_kind_is_left_alone(tmp_path, name, version, numpy_pin, capsys):
+    load_tool('install').main(['--dry-run', '--site', str(fake_site(tmp_path / 'site', name, version))])
+    out = capsys.readouterr().out
     commands = pip_installs(out)
     assert 'leaving PaddlePaddle as it is' in out and version in out
     assert len(commands) == 1 and not installs_paddle(commands[0])
@@ -84,3 +86,22 @@ def test_ci_installs_with_exactly_the_readme_command():
     ci = (REPO / '.ci' / 'run').read_text()
     assert re.search(r'^\s*python tools/install\.py\s*$', ci, flags=re.M)
     assert 'pip install --quiet -r requirements.txt' not in ci and 'pip install -r requirements.txt' not in ci
+
+
+@pytest.mark.slow
+def test_ci_runs_every_test_and_a_missing_shared_folder_fails_it(tmp_path):
+    """CI runs the whole suite with FRN_REQUIRE_SHARED=1, under which missing shared data fails instead of skipping."""
+    ci = (REPO / '.ci' / 'run').read_text()
+    assert re.search(r'^export FRN_REQUIRE_SHARED=1$', ci, flags=re.M)
+    assert re.search(r'^\s*python -m pytest -q --durations=15$', ci, flags=re.M)  # no -m: the slow tests too
+    test = 'tests/test_prepare_imagenet_inat.py::test_the_shipped_split_files_are_ravi_and_larochelles'
+    (tmp_path / 'empty').mkdir()
+    outcomes = {}
+    for shared, require in (('nowhere', '0'), ('empty', '1'), ('nowhere', '1')):
+        env = dict(os.environ, FRN_SHARED=str(tmp_path / shared), FRN_REQUIRE_SHARED=require)
+        done = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', test], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=300)
+        outcomes[shared, require] = (done.returncode, done.stdout + done.stderr)
+    assert outcomes['nowhere', '0'][0] == 0 and '1 skipped' in outcomes['nowhere', '0'][1]
+    assert outcomes['empty', '1'][0] == 1 and 'FRN_REQUIRE_SHARED is set' in outcomes['empty', '1'][1]
+    assert outcomes['nowhere', '1'][0] == 4 and 'FRN_REQUIRE_SHARED is set' in outcomes['nowhere', '1'][1]

@@ -62,6 +62,7 @@ def one_line_error(capsys, tool, args):
 
 # ---- (a) the decoder learns ----
 
+@pytest.mark.slow
 def test_a_few_adam_steps_reduce_the_l1_on_real_images(features, folders):
     images = paddle.to_tensor(load_images(folders['train'], 84, features.preprocess))  # 16, 3, 84, 84
     with paddle.no_grad():
@@ -90,6 +91,7 @@ def test_the_committed_decoder_beats_each_images_mean_colour_on_test_photos(feat
     assert inverter.loss_fn(decoded, images).item() < 0.9 * inverter.loss_fn(flat, images).item()
 
 
+@pytest.mark.slow
 def test_train_inverter_resumed_after_an_interrupt_ends_bit_exact(tiny_mini, tmp_path, monkeypatch, capsys):
     common = ['--model_path', MODEL, '--data_path', tiny_mini, '--epochs', '2', '--images_per_epoch', '16',
               '--batch_size', '8', '--val_images', '8', '--threads', '2', '--print_freq', '1']
@@ -242,6 +244,7 @@ def test_reconstruct_flag_leaves_distances_and_weights_bit_exact(features, folde
 
 # ---- (d) the figure ----
 
+@pytest.mark.slow
 def test_visualize_decodes_the_query_map_and_its_rebuilds_into_a_third_row(features, folders, tmp_path, monkeypatch,
                                                                           capsys):
     root = folders['root']

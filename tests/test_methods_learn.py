@@ -31,6 +31,7 @@ def accuracy(method, model_path, data, results):
     return json.loads((results / '5w1s' / f'omniglot_Conv4_{method}.json').read_text())['acc']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['meta_frn', 'meta_proto'])
 def test_forty_training_episodes_lift_unseen_class_accuracy_far_above_the_untrained_model(method, tmp_path):
     data = str(shared_path('data', 'omniglot'))

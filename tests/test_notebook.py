@@ -6,6 +6,7 @@ import sys
 import time
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from conftest import REPO, SHARED, shared_path
@@ -23,6 +24,7 @@ def test_notebook_is_committed_without_outputs_and_explains_every_step():
     assert "SETTING = 'small'" in code[0].source and "SETTING == 'full'" in code[0].source
 
 
+@pytest.mark.slow
 def test_notebook_runs_headless_and_reports_test_accuracies_and_a_prediction(tmp_path, monkeypatch):
     shared_path('data', 'tinyimagenet32_miniformat.tar.gz')
     work = tmp_path / 'work'

@@ -81,6 +81,7 @@ def assert_same_split(a, b, sample_every=97):
         np.testing.assert_array_equal(np.asarray(a.load_image(i)), np.asarray(b.load_image(i)))
 
 
+@pytest.mark.slow
 def test_zips_hold_964_and_659_characters_each_drawn_by_20_drawers(root):
     for part, n_alphabets, n_characters in (('images_background', 30, 964), ('images_evaluation', 20, 659)):
         images = omniglot.load_images(root, part)

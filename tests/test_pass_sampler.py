@@ -54,6 +54,7 @@ def test_no_image_appears_twice_in_an_epoch_and_classes_leave_when_short():
             assert len({c for c, _, _ in episode}) == 5 and all(len(p) == 8 for _, p, _ in episode)
 
 
+@pytest.mark.slow
 def test_episode_counts_follow_the_official_sampler():
     # equal classes: the count is fixed, 60 images of 20 classes give 3 rounds of every class = 3 episodes
     assert len(our_pass([60] * 20, 20, 5, 15, seed=0, epoch=0)) == 3
@@ -68,6 +69,7 @@ def test_episode_counts_follow_the_official_sampler():
         sum(n * k for n, k in theirs.items()) / 1500, abs=0.15)
 
 
+@pytest.mark.slow
 def test_class_frequencies_follow_the_remaining_image_weights():
     """How often each class is drawn at each step of a pass, ours against the transcription, over many epochs."""
     epochs, way, shots = 1500, 4, [1, 5]

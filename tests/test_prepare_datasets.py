@@ -3,7 +3,6 @@
 The archives here are small fakes in the official layouts (a few classes, the real metadata
 file names and formats, generated JPEGs), read both as .tgz and as extracted folders.
 """
-import importlib.util
 import io
 import json
 import os
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import load_tool
 from data import prepare_fewshot
 from data.filelist import read_split
 
@@ -85,13 +84,6 @@ def pack(folder, archive):
         for path in files:
             tar.add(path, arcname=str(path.relative_to(folder)))
     return archive
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_tool(name, *argv):

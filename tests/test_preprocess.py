@@ -5,8 +5,6 @@ case the natural-image defaults get wrong, so it is the one exported and run her
 """
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -81,8 +79,23 @@ def write_episodes(split, root):
     return truth
 
 
+@pytest.fixture(scope='module')
+def omniglot_export(tmp_path_factory):
+    """tools/export_model.py, in this process, given no flag but the committed Omniglot checkpoint."""
+    save_dir = tmp_path_factory.mktemp('omniglot_export')
+    load_tool('export_model').main(['--model', 'Conv4', '--model_path', str(CHECKPOINT), '--save_dir', str(save_dir),
+                                    '--threads', '2'])
+    return save_dir
+
+
+def test_export_takes_the_image_size_and_preprocessing_from_the_checkpoints_record(omniglot_export):
+    head = json.loads((omniglot_export / 'frn_head.json').read_text())
+    assert head['image_size'] == 42 and head['preprocess'] == preprocess.record_for('omniglot', 42)
+
+
+@pytest.mark.slow
 def test_exported_omniglot_model_through_infer_reaches_test_py_accuracy_on_the_same_episodes(
-        omniglot_test, tmp_path, capsys):
+        omniglot_test, omniglot_export, tmp_path, capsys):
     """Export (no flag but the checkpoint), then infer.py on PNG folders of test.py's 20 5-way 1-shot episodes:
     the number of correct queries is test.py's, or one off (the predictor's float rounding)."""
     import test as test_script
@@ -94,12 +107,6 @@ def test_exported_omniglot_model_through_infer_reaches_test_py_accuracy_on_the_s
     result = json.loads((tmp_path / 'results' / f'{WAY}w{SHOT}s' / 'omniglot_Conv4_meta_frn.json').read_text())
     expected_correct = round(result['acc'] / 100 * EPISODES * WAY * QUERY)
 
-    export = subprocess.run([sys.executable, str(REPO / 'tools' / 'export_model.py'), '--model', 'Conv4',
-                             '--model_path', str(CHECKPOINT), '--save_dir', str(tmp_path / 'export'),
-                             '--threads', '2'], capture_output=True, text=True, timeout=600)
-    assert export.returncode == 0, export.stderr
-    head = json.loads((tmp_path / 'export' / 'frn_head.json').read_text())
-    assert head['image_size'] == 42 and head['preprocess'] == preprocess.record_for('omniglot', 42)
 
     truth = write_episodes(omniglot_test, tmp_path / 'episodes')
     capsys.readouterr()
@@ -107,7 +114,7 @@ def test_exported_omniglot_model_through_infer_reaches_test_py_accuracy_on_the_s
     for e in range(EPISODES):
         folder = tmp_path / 'episodes' / f'e{e:02d}'
         common = ['--support', str(folder / 'support'), '--query', str(folder / 'query'), '--json', '--threads', '2']
-        for backend, model in (('inference', ['--inference_dir', str(tmp_path / 'export')]),
+        for backend, model in (('inference', ['--inference_dir', str(omniglot_export)]),
                                ('dygraph', ['--model_path', str(CHECKPOINT)])):
             load_tool('infer').main(common + model)
             out = json.loads(capsys.readouterr().out)
@@ -133,6 +140,7 @@ def test_a_checkpoint_without_a_record_gets_the_natural_defaults_and_says_so_onc
         export.DygraphFeatures(str(CHECKPOINT), image_size=84)
 
 
+@pytest.mark.slow
 def test_cross_domain_test_uses_the_models_preprocessing_unless_told_otherwise(tiny_mini, tmp_path):
     """The Omniglot model on Tiny-ImageNet photos (the reverse of paper Table 8's direction of travel):
     by default the photos get the model's grey, inverted 42 px input; --preprocess data gives them the

@@ -120,7 +120,8 @@ class Official:
                 'after_two': {k: p.numpy().copy() for k, p in params.items()}}
 
 
-@pytest.fixture(scope='module', params=list(BACKBONES))
+@pytest.fixture(scope='module', params=[pytest.param(b, marks=[pytest.mark.slow] if b == 'resnet12' else [])
+                                        for b in BACKBONES])
 def case(request, converted):
     return Official(request.param, converted)
 

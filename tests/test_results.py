@@ -15,6 +15,7 @@ def committed_results():
                                                    for path in sorted((REPO / 'results' / folder).glob('*w*s/*.json'))]
 
 
+@pytest.mark.slow
 def test_committed_omniglot_checkpoint_is_far_above_chance_on_seeded_test_episodes(tmp_path):
     import test as test_script
     data = shared_path('data', 'omniglot')

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, SHARED, shared_path
 from data import preprocess
 from engine.metrics import METRICS_FILE, read_metrics
@@ -19,6 +21,7 @@ BATCH_LINE = re.compile(r'Epoch 0 \| Batch \d+/\d+ \| Loss \d+\.\d{6} \| avg_rea
                         r'\| avg_batch_cost: \d+\.\d{5} sec \| avg_ips: \d+\.\d{2} images/sec')
 
 
+@pytest.mark.slow
 def test_conv4_lite_chain_trains_exports_and_infers_with_a_status_line_per_step(tmp_path):
     shared_path('data', 'tinyimagenet32_miniformat.tar.gz')
     repo = tmp_path / 'repo'

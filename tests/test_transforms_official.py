@@ -67,6 +67,7 @@ def test_train_type_1_pads_and_crops_without_rescaling():
         train_transform(S, 2)
 
 
+@pytest.mark.slow
 def test_test_py_records_the_transforms_and_refuses_them_with_the_image_cache(tiny_mini, tmp_path):
     model = tmp_path / 'frn.pdparams'
     import paddle

@@ -119,6 +119,7 @@ def test_half_a_and_half_b_query_is_explained_by_a_on_the_left_and_b_on_the_righ
 
 # ---- (c) the figure ----
 
+@pytest.mark.slow
 def test_visualize_writes_a_decodable_colourful_png_per_query(episode, capsys):
     root, out = episode['root'], episode['root'] / 'out'
     load_tool('visualize').main(['--support', str(root / 'support'), '--query', str(root / 'query'), '--model_path',

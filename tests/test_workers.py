@@ -62,6 +62,7 @@ def test_a_workers_frn_error_arrives_with_its_own_message():
         load_all('frn_error')
 
 
+@pytest.mark.slow
 def test_a_workers_error_comes_in_order_after_the_batches_before_it():
     """Item 21 is in the third batch: the two before it are given, then its error, every time."""
     for _ in range(5):
@@ -85,6 +86,7 @@ def test_a_killed_worker_is_an_error_within_the_check_interval(monkeypatch):
     assert time.time() - start < 60
 
 
+@pytest.mark.slow
 def test_a_stuck_worker_is_stopped_with_an_error(monkeypatch):
     monkeypatch.setattr(datamgr, 'WORKER_CHECK_SECONDS', 1)
     monkeypatch.setattr(datamgr, 'WORKER_STALL_SECONDS', 3)
@@ -148,3 +150,13 @@ def test_the_image_cache_pool_never_collects_the_garbage_it_inherits(tiny_mini, 
         gc.enable()
         gc.collect()
     assert collectors(record) == {os.getpid()}
+
+
+def test_an_epoch_with_workers_ends_within_a_check_interval():
+    """Paddle's reader thread waits on its queue one check interval at a time, also after the last batch;
+    stopping it must not cost WORKER_CHECK_SECONDS (the wait for a stuck worker) at every epoch's end."""
+    loader = EpochLoader(Items(), BATCHES, 2)
+    assert len(list(loader)) == len(BATCHES)  # the workers are up: the next epoch times only its own batches
+    start = time.time()
+    assert len(list(loader)) == len(BATCHES)
+    assert time.time() - start < datamgr.WORKER_CHECK_SECONDS / 2
