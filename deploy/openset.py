@@ -156,24 +156,70 @@ def labelled_split(data_path, split=None):
     return SplitList(paths, labels, [name for name, _ in classes], source=data_path)
 
 
-def split_maps(features, split, images_per_class, seed=0, progress=None):
-    """(maps [N, r, d], members: indices into maps per class) of up to `images_per_class` images per class
-    (the first ones in list order after a shuffle with RandomState(seed)), through the model's preprocessing."""
-    from data.preprocess import eval_transform_from
+def chosen_images(split, images_per_class, seed=0, max_classes=None):
+    """The positions in `split` that split_maps embeds, in its order: up to `images_per_class` images per class
+    (drawn with RandomState(seed)), of all classes or `max_classes` of them. Returns (positions, members)."""
     rng = np.random.RandomState(seed)
+    classes = split.class_members()
+    if max_classes and max_classes < len(classes):
+        classes = [classes[c] for c in sorted(rng.choice(len(classes), max_classes, replace=False))]
     chosen, members = [], []
-    for images in split.class_members():
+    for images in classes:
         images = list(images)
         rng.shuffle(images)
         images = sorted(images[:images_per_class])
         members.append(np.arange(len(chosen), len(chosen) + len(images)))
         chosen += images
+    return chosen, members
+
+
+def split_maps(features, split, images_per_class, seed=0, progress=None, max_classes=None):
+    """(maps [N, r, d], members: indices into maps per class) of the images chosen_images picks, through the
+    model's preprocessing."""
+    from data.preprocess import eval_transform_from
+    chosen, members = chosen_images(split, images_per_class, seed, max_classes)
     transform = eval_transform_from(features.preprocess)
     maps = []
     batches = range(0, len(chosen), 64)
     for start in (progress(batches) if progress else batches):
         maps.append(features(np.stack([transform(split.load_image(i)) for i in chosen[start:start + 64]])))
     return np.concatenate(maps), members
+
+
+# ---- the flags of the calibration and measurement tools ----
+
+def add_episode_flags(parser):
+    """The episode flags of tools/calibrate_openset.py and tools/measure_openset.py."""
+    parser.add_argument('--way', type=int, default=5, help='known classes per episode (your number of classes)')
+    parser.add_argument('--unknown_way', type=int, default=5, help='classes left out of the support per episode')
+    parser.add_argument('--shots', type=int, nargs='+', default=[1, 2, 3, 4, 5],
+                        help='support images per class to calibrate a threshold for')
+    parser.add_argument('--queries', type=int, default=3, help='query images per class and episode')
+    parser.add_argument('--episodes', type=int, default=100, help='episodes per number of support images')
+    parser.add_argument('--images_per_class', type=int, default=20,
+                        help='images of each class to embed (the episodes draw from these)')
+    parser.add_argument('--rate', type=float, default=0.05,
+                        help='target false-accept rate: the fraction of unknown queries to accept')
+    parser.add_argument('--score', choices=['explained', 'score', 'msp'], default='explained',
+                        help='the confidence: the fraction of the query the best class explains (default), FRN\'s '
+                             'raw score, or the maximum softmax probability (the usual baseline)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the image choice and the episodes')
+
+
+def check_episode_flags(args):
+    for name in ('way', 'unknown_way', 'queries', 'episodes', 'images_per_class', 'threads'):
+        if getattr(args, name) < 1:
+            raise FRNError(f'--{name} must be at least 1, not {getattr(args, name)}')
+    if args.way < 2:
+        raise FRNError(f'--way must be at least 2, not {args.way}: with one class there is nothing to choose')
+    if min(args.shots) < 1:
+        raise FRNError(f'--shots must all be at least 1, not {" ".join(map(str, args.shots))}')
+    if not 0 <= args.rate < 1:
+        raise FRNError(f'--rate must be in [0, 1), not {args.rate}')
+    if args.images_per_class < max(args.shots) + args.queries:
+        raise FRNError(f'--images_per_class {args.images_per_class} is fewer than the largest of --shots plus '
+                       f'--queries ({max(args.shots) + args.queries}); raise it')
+
 
 
 # ---- the calibration record ----
@@ -237,13 +283,13 @@ class Calibration:
         """Class sizes this calibration has no threshold of its own for."""
         return sorted({k for k in shots if k not in self.thresholds})
 
-    def decide(self, scores, query_maps, shots):
-        """{'best' [Q] class index, 'confidence' [Q], 'threshold' [Q], 'accepted' [Q] bool} for FRN's scores
-        [Q, W] of query maps [Q, r, d] against classes of `shots` [W] images each."""
+    def decide(self, scores, explained, shots):
+        """{'best' [Q] class index, 'confidence' [Q], 'threshold' [Q], 'accepted' [Q] bool} from FRN's scores
+        [Q, W] and explained fractions [Q, W] (explained_fraction) against classes of `shots` [W] images each."""
         scores = np.asarray(scores)
         best = scores.argmax(axis=1)
         if self.kind == 'explained':
-            conf = explained_fraction(scores, query_maps)[np.arange(len(best)), best]
+            conf = np.asarray(explained, dtype=np.float64)[np.arange(len(best)), best]
         elif self.kind == 'score':
             conf = scores.max(axis=1).astype(np.float64)
         else:
@@ -297,34 +343,16 @@ def _same_model(want, got):
         return False
 
 
-def apply(result, calibration):
-    """Reject in a result of deploy/predict.predict or deploy/explain.explain: 'predictions' of the rejected
-    queries become None, and 'open_set' holds calibration.decide's arrays."""
-    shots = [result['support'][c] for c in result['classes']]
-    decision = calibration.decide(result['scores'], result['query_maps'], shots)
+def apply(result, calibration, explained=None):
+    """Reject in a result of deploy/predict.predict, deploy/explain.explain or deploy/gallery: 'predictions' of
+    the rejected queries become None, and 'open_set' holds calibration.decide's arrays. explained: [Q, W]
+    (default: from the result's scores and query maps)."""
+    if explained is None:
+        explained = explained_fraction(result['scores'], result['query_maps'])
+    decision = calibration.decide(result['scores'], explained, [result['support'][c] for c in result['classes']])
     result['open_set'] = dict(decision, describe=calibration.describe())
     result['predictions'] = [p if ok else None for p, ok in zip(result['predictions'], decision['accepted'])]
     return result
-
-
-def copy_into_export(model_path, folder, model_identity_of_export):
-    """Copy the checkpoint's openset.json into an export folder when it was made for this model.
-
-    Returns (copied, a note for the user or None when there is no calibration)."""
-    import shutil
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), FILE)
-    if not os.path.isfile(path):
-        return False, None
-    try:
-        with open(path, encoding='utf-8') as f:
-            record = json.load(f)
-        same = _same_model(model_identity_of_export, {k: record['model'].get(k) for k in model_identity_of_export})
-    except (ValueError, KeyError, TypeError, AttributeError):
-        same = False
-    if not same:
-        return False, f'{path} was not made for this checkpoint (or is damaged): not copied into the export'
-    shutil.copyfile(path, os.path.join(folder, FILE))
-    return True, f'copied the open-set calibration {path} into the export'
 
 
 def json_fields(result):
@@ -336,3 +364,22 @@ def json_fields(result):
                                       'threshold': round(float(t), 6), 'accepted': bool(a)}
                                      for b, c, t, a in zip(decision['best'], decision['confidence'],
                                                            decision['threshold'], decision['accepted'])]}}
+
+
+def copy_into_export(model_path, folder, identity):
+    """Copy the checkpoint's openset.json into an export folder when it was made for this model (`identity`, as
+    model_identity gives). Returns (copied, a note for the user, or None when there is no calibration)."""
+    import shutil
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), FILE)
+    if not os.path.isfile(path):
+        return False, None
+    try:
+        with open(path, encoding='utf-8') as f:
+            record = json.load(f)
+        same = _same_model(identity, {k: record['model'].get(k) for k in identity})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        same = False
+    if not same:
+        return False, f'{path} was not made for this checkpoint (or is damaged): not copied into the export'
+    shutil.copyfile(path, os.path.join(folder, FILE))
+    return True, f'copied the open-set calibration {path} into the export'

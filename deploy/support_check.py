@@ -15,7 +15,9 @@ a support rebuilds (deploy/openset.explained_fraction):
   drops when i is left out of c's support; negative when c's queries are rebuilt better without it.
 
 An image is flagged when its foreign rank reaches `flag_at` (default 0.2), or its help is negative;
-flagged images come first, the most foreign first. A class of one image cannot be checked.
+flagged images come first, the most foreign first. A class of one image cannot be checked. The check
+is as good as the model: when the median image is itself as foreign as `flag_at`, the model barely
+tells these classes apart, and the report says so.
 """
 import numpy as np
 
@@ -112,8 +114,9 @@ def check_support(features, support, queries=None, flag_at=FLAG_AT, maps=None):
         item['path'] = support[item['class']][1][item['image']]
         item['reason'] = reason(item, classes)
     ordered = [report[n] for n in suspicion_order(report)]
+    ranks = [item['foreign_rank'] for item in report if item['foreign_rank'] is not None]
     return {'classes': classes, 'images': ordered, 'flagged': sum(bool(item['flags']) for item in ordered),
-            'flag_at': flag_at}
+            'flag_at': flag_at, 'median_foreign_rank': float(np.median(ranks)) if ranks else None}
 
 
 def as_text(check):
@@ -121,6 +124,9 @@ def as_text(check):
     classes = check['classes']
     lines = [f'support check: {check["flagged"]} of {len(check["images"])} images flagged '
              f'(foreign rank >= {check["flag_at"]:g}, or negative help)']
+    if check['median_foreign_rank'] is not None and check['median_foreign_rank'] >= check['flag_at']:
+        lines.append(f'  note: this model barely tells these classes apart (median foreign rank '
+                     f'{check["median_foreign_rank"]:.2f}), so its flags mean little')
     for item in check['images']:
         if item['flags']:
             lines.append(f'  FLAG {item["path"]}: {item["reason"]}')
@@ -139,6 +145,7 @@ def as_json(check):
     """The report as plain JSON-ready data."""
     classes = check['classes']
     return {'flag_at': check['flag_at'], 'flagged': check['flagged'],
+            'median_foreign_rank': check['median_foreign_rank'],
             'images': [{'image': item['path'], 'class': classes[item['class']],
                         'own': item['own'], 'foreign_rank': item['foreign_rank'],
                         'resembles': None if item['resembles'] is None else classes[item['resembles']],

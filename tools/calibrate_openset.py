@@ -19,40 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
-from utils import FRNError  # noqa: E402
-
-
-def add_calibration_flags(parser):
-    """The episode flags shared with tools/measure_openset.py."""
-    parser.add_argument('--way', type=int, default=5, help='known classes per episode (your number of classes)')
-    parser.add_argument('--unknown_way', type=int, default=5, help='classes left out of the support per episode')
-    parser.add_argument('--shots', type=int, nargs='+', default=[1, 2, 3, 4, 5],
-                        help='support images per class to calibrate a threshold for')
-    parser.add_argument('--queries', type=int, default=3, help='query images per class and episode')
-    parser.add_argument('--episodes', type=int, default=100, help='episodes per number of support images')
-    parser.add_argument('--images_per_class', type=int, default=20,
-                        help='images of each class to embed (the episodes draw from these)')
-    parser.add_argument('--rate', type=float, default=0.05,
-                        help='target false-accept rate: the fraction of unknown queries to accept')
-    parser.add_argument('--score', choices=['explained', 'score', 'msp'], default='explained',
-                        help='the confidence: the fraction of the query the best class explains (default), FRN\'s '
-                             'raw score, or the maximum softmax probability (the usual baseline)')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the image choice and the episodes')
-
-
-def check_calibration_flags(args):
-    for name in ('way', 'unknown_way', 'queries', 'episodes', 'images_per_class', 'threads'):
-        if getattr(args, name) < 1:
-            raise FRNError(f'--{name} must be at least 1, not {getattr(args, name)}')
-    if args.way < 2:
-        raise FRNError(f'--way must be at least 2, not {args.way}: with one class there is nothing to choose')
-    if min(args.shots) < 1:
-        raise FRNError(f'--shots must all be at least 1, not {" ".join(map(str, args.shots))}')
-    if not 0 <= args.rate < 1:
-        raise FRNError(f'--rate must be in [0, 1), not {args.rate}')
-    if args.images_per_class < max(args.shots) + args.queries:
-        raise FRNError(f'--images_per_class {args.images_per_class} is fewer than the largest of --shots plus '
-                       f'--queries ({max(args.shots) + args.queries}); raise it')
+from deploy import openset  # noqa: E402
 
 
 def add_model_flags(parser):
@@ -74,13 +41,12 @@ def main(argv=None):
                         help='split of the dataset folder to calibrate on (default val)')
     parser.add_argument('--class_folders', action='store_true',
                         help='--data_path itself holds one folder of images per class')
-    add_calibration_flags(parser)
+    openset.add_episode_flags(parser)
     parser.add_argument('--out', default=None, help='where to write the calibration (default: openset.json beside the '
                                                     'model, where tools/infer.py --reject reads it)')
     args = parser.parse_args(argv)
-    check_calibration_flags(args)
+    openset.check_episode_flags(args)
     cli.set_threads(args.threads)
-    from deploy import openset
     from deploy.export import feature_extractor
     from tqdm import tqdm
     split = openset.labelled_split(args.data_path, None if args.class_folders else args.split)
