@@ -75,16 +75,15 @@ def _correspondence(kind, position, error, weights, side, top):
 
 
 def explain(features, support, queries, top=3, positions=2, reconstruct=False):
-    """deploy/predict.predict's result plus 'scores', 'errors', 'correspondences' (see explain_maps),
-    and with `reconstruct` also 'reconstructions' and the queries' own maps 'query_maps' [Q, r, d].
+    """deploy/predict.predict's result plus 'errors', 'correspondences' (see explain_maps), and with
+    `reconstruct` also 'reconstructions'.
 
     Support images in a correspondence are also named by path ('path').
     """
     support_maps, query_maps = feature_maps(features, support, queries)
     out = explain_maps(query_maps, support_maps, features.alpha, features.beta, features.scale, top, positions,
                        reconstruct)
-    if reconstruct:
-        out['query_maps'] = query_maps  # Q, r, d
+    out.update(query_maps=query_maps, support_maps=support_maps)  # Q, r, d; one k_c, r, d per class
     classes = [name for name, _ in support]
     for i, c in enumerate(out['predicted']):
         for match in out['correspondences'][i]:

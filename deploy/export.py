@@ -133,9 +133,14 @@ def head_of(model):
             'resolution': model.resolution, 'd': model.d}
 
 
+EXTRA_PREFIXES = ('classifier.',)  # the whole classifier (deploy/classifier_export.py), when asked for
+EXTRA_FILES = ('openset.json',)  # the open-set calibration (deploy/openset.py), when there is one
+
+
 def export_files(names):
-    """The names an export consists of: the program and weights files of paddle.jit.save, and the head file."""
-    return [n for n in names if n.startswith(MODEL_PREFIX + '.') or n == HEAD_FILE]
+    """The names an export consists of: the program and weights files of paddle.jit.save, the head file, and the
+    classifier program and open-set calibration when present."""
+    return [n for n in names if n.startswith((MODEL_PREFIX + '.',) + EXTRA_PREFIXES) or n in (HEAD_FILE,) + EXTRA_FILES]
 
 
 def check_save_dir(save_dir):
@@ -169,8 +174,11 @@ def verify_saved(folder, model, image_size, save_dir):
                        f'maps (a full disk?): free some space and export again; nothing was changed in {save_dir!r}')
 
 
-def export_model(model_path, backbone, save_dir, image_size=None, check=None):
+def export_model(model_path, backbone, save_dir, image_size=None, check=None, extra=None):
     """Write `save_dir`/model.* (paddle.jit.save of get_feature_map) and frn_head.json. Returns (head, check's result).
+
+    extra(folder, model, head), when given, writes more files into the export (the classifier program, the
+    open-set calibration) and returns entries to add to frn_head.json.
 
     The checkpoint's preprocessing record (preprocess.json beside it, else the natural-image
     defaults) goes into frn_head.json as 'preprocess', and sets the input size. The export is
@@ -199,9 +207,11 @@ def export_model(model_path, backbone, save_dir, image_size=None, check=None):
         folder = os.path.join(tmp, os.path.basename(save_dir))
         try:
             os.makedirs(folder)
+            paddle.jit.save(static, os.path.join(folder, MODEL_PREFIX))
+            if extra:
+                head.update(extra(folder, model, head))
             with open(os.path.join(folder, HEAD_FILE), 'w', encoding='utf-8') as f:
                 f.write(json.dumps(head, indent=2) + '\n')
-            paddle.jit.save(static, os.path.join(folder, MODEL_PREFIX))
         except OSError as err:
             raise FRNError(f'cannot write the export to {save_dir!r}: {os_error_cause(err)}; nothing was changed '
                            f'there') from None

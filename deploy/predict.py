@@ -76,20 +76,32 @@ def head_inputs(query_maps, support_maps, alpha, beta):
     return query_maps, [paddle.to_tensor(maps) for maps in support_maps], alpha, beta
 
 
+def class_scores(query_maps, support_maps, alpha, beta):
+    """FRN's scores [Q, way] numpy: minus each query's mean squared reconstruction error under each class."""
+    return neg_l2_dist(*head_inputs(query_maps, support_maps, alpha, beta)).numpy()
+
+
+def probabilities(scores, scale):
+    """softmax over the classes of scale * scores [Q, way]: numpy, rows sum to 1."""
+    return F.softmax(paddle.to_tensor(scores) * scale, axis=1).numpy()
+
+
 def class_probabilities(query_maps, support_maps, alpha, beta, scale):
     """softmax over the classes of scale * FRN's scores: [Q, way] numpy, rows sum to 1."""
-    scores = neg_l2_dist(*head_inputs(query_maps, support_maps, alpha, beta))  # Q, way
-    return F.softmax(scores * scale, axis=1).numpy()
+    return probabilities(class_scores(query_maps, support_maps, alpha, beta), scale)
 
 
 def feature_maps(features, support, queries):
-    """(one [k_c, r, d] numpy array per class, queries' [Q, r, d]) from a feature extractor of deploy/export.py."""
+    """(one [k_c, r, d] numpy array per class, queries' [Q, r, d] or None without queries) from a feature
+    extractor of deploy/export.py."""
     all_support = features(load_images([p for _, paths in support for p in paths], features.image_size,
                                        features.preprocess))
     support_maps, start = [], 0
     for _, paths in support:
         support_maps.append(all_support[start:start + len(paths)])  # k_c, r, d
         start += len(paths)
+    if not queries:
+        return support_maps, None
     return support_maps, features(load_images(queries, features.image_size, features.preprocess))
 
 
@@ -97,11 +109,14 @@ def predict(features, support, queries):
     """Classify every query among the support classes with a feature extractor of deploy/export.py.
 
     support: [(class name, [image paths])] as read_support gives; queries: image paths.
-    Returns {'classes', 'support': {class: n images}, 'queries', 'probabilities' [Q, way],
-    'predictions' [class name per query]}.
+    Returns {'classes', 'support': {class: n images}, 'queries', 'scores' [Q, way] (FRN's), 'probabilities'
+    [Q, way], 'predictions' [class name per query], 'query_maps' [Q, r, d], 'support_maps' (one [k_c, r, d]
+    per class)}.
     """
     support_maps, query_maps = feature_maps(features, support, queries)
-    probs = class_probabilities(query_maps, support_maps, features.alpha, features.beta, features.scale)
+    scores = class_scores(query_maps, support_maps, features.alpha, features.beta)
+    probs = probabilities(scores, features.scale)
     classes = [name for name, _ in support]
     return {'classes': classes, 'support': {name: len(paths) for name, paths in support}, 'queries': queries,
-            'probabilities': probs, 'predictions': [classes[i] for i in probs.argmax(axis=1)]}
+            'scores': scores, 'probabilities': probs, 'predictions': [classes[i] for i in probs.argmax(axis=1)],
+            'query_maps': query_maps, 'support_maps': support_maps}

@@ -166,7 +166,7 @@ def _inverse_cholesky_factor(gram, lam):
     chol = paddle.linalg.cholesky(gram + lam * paddle.eye(n, dtype=gram.dtype))  # lower
     eye = paddle.eye(n, dtype=gram.dtype)
     eye.stop_gradient = False
-    return paddle.linalg.triangular_solve(chol, paddle.tile(eye, [gram.shape[0], 1, 1]), upper=False)
+    return paddle.linalg.triangular_solve(chol, paddle.expand_as(eye, gram), upper=False)
 
 
 def _cholesky_kr_dist(query, support, lam, rho, with_weights=True):
@@ -179,8 +179,8 @@ def _cholesky_kr_dist(query, support, lam, rho, with_weights=True):
     """
     way, kr, d = support.shape
     linv = _inverse_cholesky_factor(paddle.matmul(support, support, transpose_y=True), lam)  # way, kr, kr
-    c = paddle.matmul(query, paddle.reshape(support, [way * kr, d]), transpose_y=True)  # M, way*kr
-    c = paddle.transpose(paddle.reshape(c, [-1, way, kr]), [1, 0, 2])  # way, M, kr: q S^T per class
+    c = paddle.matmul(query, paddle.reshape(support, [-1, d]), transpose_y=True)  # M, way*kr
+    c = paddle.transpose(paddle.reshape(c, [0, -1, kr]), [1, 0, 2])  # way, M, kr: q S^T per class
     z = paddle.matmul(c, linv, transpose_y=True)  # way, M, kr: c L^-T, so t = ||z||^2
     w = paddle.matmul(z, linv)  # way, M, kr: c L^-T L^-1 = c A^-1
     t = paddle.sum(paddle.square(z), axis=2)  # way, M

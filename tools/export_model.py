@@ -5,7 +5,9 @@
 Writes <save_dir>/model.json (Paddle 2.x: model.pdmodel) + model.pdiparams (paddle.jit.to_static with
 InputSpec([None, 3, S, S]) and paddle.jit.save) computing FRN.get_feature_map:
 images [N, 3, S, S] -> feature maps [N, resolution, d]. Then it loads the export back
-through paddle.inference and checks that it gives the dygraph model's feature maps. The export
+through paddle.inference and checks that it gives the dygraph model's feature maps. --classifier adds
+classifier.*, the whole few-shot classifier with FRN's ridge head (deploy/classifier_export.py), checked
+against the dygraph scores; an openset.json beside the checkpoint (tools/calibrate_openset.py) is copied in. The export
 is built and checked in a hidden folder beside --save_dir and only then put in its place, so an
 earlier export there stays whole until the new one is complete (deploy/export.py).
 """
@@ -44,11 +46,20 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
     parser.add_argument('--no_check', action='store_true',
                         help='skip loading the export back and comparing it with the dygraph model')
+    parser.add_argument('--classifier', action='store_true',
+                        help='also export the whole few-shot classifier, ridge head included (classifier.*: query '
+                             'images and stored support maps in, class scores out; docs/deploy.md)')
+    parser.add_argument('--max_shot', type=int, default=None,
+                        help='support images per class the classifier takes at most (default 10)')
     args = parser.parse_args(argv)
+    if args.max_shot is not None and not args.classifier:
+        raise FRNError('--max_shot sets the size of the exported classifier; add --classifier')
     if args.image_size is not None and args.image_size < 16:
         raise FRNError(f'--image_size must be at least 16 (four 2x2 poolings), not {args.image_size}')
     cli.set_threads(args.threads)
     from deploy.export import export_model, read_head
+
+    from deploy import classifier_export
 
     def check(folder):  # on the new export before it replaces anything in --save_dir
         diff, relative, backend = check_export(args.model_path, args.model, folder, read_head(folder)['image_size'],
@@ -57,9 +68,17 @@ def main(argv=None):
             raise FRNError(f'the exported model differs from the dygraph model by {relative:.3g} (relative), more '
                            f'than {CHECK_TOLERANCE:g}; this Paddle build may mis-run the program, report it. '
                            f'Nothing was changed in {args.save_dir}')
+        if args.classifier:
+            relative_scores = classifier_export.check_export(args.model_path, args.model, folder, args.threads)
+            if not relative_scores <= CHECK_TOLERANCE:
+                raise FRNError(f'the exported classifier\'s scores differ from the dygraph scores by '
+                               f'{relative_scores:.3g} (relative), more than {CHECK_TOLERANCE:g}; report it. Nothing '
+                               f'was changed in {args.save_dir}')
+            backend += f'; classifier scores within {relative_scores:.3g} of dygraph (relative)'
         return diff, relative, backend
     head, checked = export_model(args.model_path, args.model, args.save_dir, args.image_size,
-                                 check=None if args.no_check else check)
+                                 check=None if args.no_check else check,
+                                 extra=classifier_export.extras(args.model_path, args.classifier, args.max_shot))
     args.image_size = head['image_size']
     print(f'exported {args.model} ({args.model_path}) to {args.save_dir}: input [N, 3, {args.image_size}, '
           f'{args.image_size}] -> feature map [N, {head["resolution"]}, {head["d"]}]; scale {head["scale"]:.6g}, '

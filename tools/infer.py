@@ -10,6 +10,9 @@ reconstruction errors), as a table or as JSON. --model_path runs the dygraph che
 --inference_dir runs a model written by tools/export_model.py through paddle.inference.
 --explain adds, per query and class, the squared reconstruction error of every feature-map
 position (an h x w list; its mean is minus the class's score), see deploy/explain.py.
+--reject answers "(unknown)" (JSON: null) when the best class explains less of the query than the
+calibrated threshold (deploy/openset.py); --check_support reports suspicious support images first
+(deploy/support_check.py). See docs/deploy.md.
 """
 import argparse
 import json
@@ -20,6 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 
+UNKNOWN = '(unknown)'  # a query --reject turned away; "prediction": null in the JSON
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -27,11 +32,26 @@ def parse_args(argv=None):
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
     parser.add_argument('--explain', action='store_true',
                         help='add each class\'s per-position reconstruction errors to the JSON (implies --json)')
+    parser.add_argument('--reject', action='store_true',
+                        help='answer "unknown" for a query that no class explains well enough, with the calibration '
+                             'beside the model (openset.json, from tools/calibrate_openset.py)')
+    parser.add_argument('--calibration', default=None, help='the open-set calibration file to reject with '
+                                                            '(implies --reject)')
+    parser.add_argument('--check_support', action='store_true',
+                        help='first report, per support image, how well the rest of its class rebuilds it and how '
+                             'much it helps its class\'s queries, and flag the suspicious ones')
     return cli.check_prediction_flags(parser.parse_args(argv))
 
 
 def as_json(result, names, features):
     classes = result['classes']
+    extra = {}
+    if 'open_set' in result:
+        from deploy.openset import json_fields
+        extra = json_fields(result)
+    if 'support_check' in result:
+        from deploy.support_check import as_json as check_json
+        extra['support_check'] = check_json(result['support_check'])
     return json.dumps({
         'model': features.source, 'backbone': features.backbone, 'image_size': features.image_size,
         'backend': features.backend, 'classes': classes, 'support': result['support'],
@@ -41,18 +61,22 @@ def as_json(result, names, features):
                             if 'errors' in result else {})}
                         for i, (name, pred, probs) in enumerate(zip(names, result['predictions'],
                                                                     result['probabilities']))],
-    }, indent=2)
+        **extra}, indent=2)
 
 
 def as_table(result, names, features):
     classes = result['classes']
     support = ', '.join(f'{c} ({n})' for c, n in result['support'].items())
     header = ['query', 'prediction'] + classes
-    rows = [[name, pred] + [f'{p:.3f}' for p in probs]
+    rows = [[name, UNKNOWN if pred is None else pred] + [f'{p:.3f}' for p in probs]
             for name, pred, probs in zip(names, result['predictions'], result['probabilities'])]
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     line = lambda cells: '  '.join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return '\n'.join([f'model: {features.describe()}', f'support: {support}', '', line(header)] +
+    before = [f'open set: {result["open_set"]["describe"]}'] if 'open_set' in result else []
+    if 'support_check' in result:
+        from deploy.support_check import as_text
+        before += ['', as_text(result['support_check'])]
+    return '\n'.join([f'model: {features.describe()}', f'support: {support}'] + before + ['', line(header)] +
                      [line(r) for r in rows])
 
 
@@ -60,6 +84,10 @@ def as_table(result, names, features):
 def main(argv=None):
     args = parse_args(argv)
     support, queries, features = cli.load_prediction_inputs(args)
+    calibration = None
+    if args.reject or args.calibration:
+        from deploy import openset
+        calibration = openset.read_calibration(args.calibration or openset.default_path(features), features)
     if args.explain:
         from deploy.explain import explain
         result = explain(features, support, queries)
@@ -67,6 +95,14 @@ def main(argv=None):
         from deploy.predict import predict
         result = predict(features, support, queries)
     names = cli.query_names(result['queries'], args.query)
+    if calibration:
+        openset.apply(result, calibration)
+    if args.check_support:
+        from deploy.support_check import check_support
+        result['support_check'] = check_support(features, support, queries,
+                                                maps=(result['support_maps'], result['query_maps']))
+        for item in result['support_check']['images']:
+            item['path'] = os.path.relpath(item['path'], args.support)
     print((as_json if args.json or args.explain else as_table)(result, names, features))
 
 
