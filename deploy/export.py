@@ -29,6 +29,7 @@ from data.prepare_output import check_dst, staged_output
 from methods.FRN import FRN
 from network import BACKBONES
 from methods.checkpoint import load_model, read_state_dict
+from runtime.paddle_internals import leaky_relu_slope, parse_program
 from utils import FRNError, os_error_cause
 
 HEAD_FILE = 'frn_head.json'
@@ -73,7 +74,7 @@ class FeatureMapNet(paddle.nn.Layer):
         for layer in frn.sublayers(include_self=True):
             for name, child in list(layer.named_children()):
                 if isinstance(child, paddle.nn.LeakyReLU):
-                    setattr(layer, name, LeakyReLUAsMaximum(child._negative_slope))
+                    setattr(layer, name, LeakyReLUAsMaximum(leaky_relu_slope(child)))
 
     def forward(self, image):
         return self.frn.get_feature_map(image)
@@ -281,7 +282,7 @@ def check_program(program, save_dir):
                 json.load(f)
         else:
             with open(program, 'rb') as f:
-                paddle.base.core.ProgramDesc(f.read())
+                parse_program(f.read())
     except Exception as err:  # json, protobuf and paddle raise several types
         raise FRNError(f'cannot load the exported model in {save_dir!r}: {os.path.basename(program)} does not parse '
                        f'({type(err).__name__}: {first_line(err)}); it is damaged or truncated: export the model '

@@ -18,6 +18,7 @@ import zipfile
 
 import numpy as np
 
+from runtime.paddle_internals import BN_MEAN_KEY, BN_VARIANCE_KEY
 from utils import FRNError
 
 # torch storage class -> numpy dtype of its elements
@@ -27,7 +28,7 @@ _STORAGE_DTYPES = {
     'ShortStorage': np.int16, 'CharStorage': np.int8, 'ByteStorage': np.uint8, 'BoolStorage': np.bool_,
 }
 _LEGACY_MAGIC = pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2)[2:]  # pre-1.6 torch.save header
-_BN_BUFFERS = {'running_mean': '_mean', 'running_var': '_variance'}
+_BN_BUFFERS = {'running_mean': BN_MEAN_KEY, 'running_var': BN_VARIANCE_KEY}
 HEAD_KEYS = ('scale', 'r', 'cat_mat')
 
 
