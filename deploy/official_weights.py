@@ -165,7 +165,7 @@ def read_torch_state_dict(path):
     return collections.OrderedDict(state)
 
 
-def infer_backbone(keys, flag='--backbone'):
+def infer_backbone(keys, flag='--model'):
     """'ResNet12' or 'Conv4' from official parameter names; `flag` is the option that forces one in the calling tool."""
     keys = list(keys)
     if any(k.startswith('feature_extractor.layer1.') for k in keys):
@@ -241,7 +241,7 @@ def convert_state_dict(official, backbone=None, dtype=np.float32):
         problems.append(f'{len(misshapen)} key(s) with the wrong shape: {_listing(misshapen, 3)}')
     if problems:
         raise FRNError(f'the checkpoint does not match an official {model_name} with the {backbone} backbone: '
-                       f'{"; ".join(problems)}. If the backbone was guessed wrong, force it with --backbone')
+                       f'{"; ".join(problems)}. If the backbone was guessed wrong, force it with --model')
     state = collections.OrderedDict((k, np.asarray(renamed[k], dtype=dtype)) for k in expected)
     info = {'model': model_name, 'backbone': backbone, 'pretraining': pretraining, 'num_cat': num_cat,
             'dropped': dropped, 'num_tensors': len(state)}

@@ -1,7 +1,7 @@
 """Few-shot prediction on your own images with a trained FRN.
 
-    python tools/infer.py --support DIR --query PATH --model_path best_model.pdparams [--use_gpu] [--json]
-    python tools/infer.py --support DIR --query PATH --inference_dir inference/ [--use_gpu] [--json]
+    python tools/infer.py --support DIR --query PATH --model_path best_model.pdparams [--gpu] [--json]
+    python tools/infer.py --support DIR --query PATH --inference_dir inference/ [--gpu] [--json]
 
 DIR holds one subfolder per class with 1 to K example images (classes may have
 different numbers). PATH is one image or a folder of images. For each query, prints the
@@ -11,23 +11,24 @@ reconstruction errors), as a table or as JSON. --model_path runs the dygraph che
 --explain adds, per query and class, the squared reconstruction error of every feature-map
 position (an h x w list; its mean is minus the class's score), see deploy/explain.py.
 """
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+from deploy.prediction_flags import (add_prediction_flags, check_prediction_flags,  # noqa: E402
+                                     load_prediction_inputs, query_names)
+from runtime.command import cli_main, new_parser  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    cli.add_prediction_flags(parser)
+    parser = new_parser(__doc__.split('\n')[0])
+    add_prediction_flags(parser)
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
     parser.add_argument('--explain', action='store_true',
                         help='add each class\'s per-position reconstruction errors to the JSON (implies --json)')
-    return cli.check_prediction_flags(parser.parse_args(argv))
+    return check_prediction_flags(parser.parse_args(argv))
 
 
 def as_json(result, names, features):
@@ -56,17 +57,17 @@ def as_table(result, names, features):
                      [line(r) for r in rows])
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
     args = parse_args(argv)
-    support, queries, features = cli.load_prediction_inputs(args)
+    support, queries, features = load_prediction_inputs(args)
     if args.explain:
         from deploy.explain import explain
         result = explain(features, support, queries)
     else:
         from deploy.predict import predict
         result = predict(features, support, queries)
-    names = cli.query_names(result['queries'], args.query)
+    names = query_names(result['queries'], args.query)
     print((as_json if args.json or args.explain else as_table)(result, names, features))
 
 

@@ -7,14 +7,13 @@ output.log; give the run folder, its output.log or its metrics.jsonl. Writes cur
 run folder unless --out is given. Training writes the same file when it ends; this redraws it
 at any time, for instance while a run is still going.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 from engine.metrics import CURVES_FILE, METRICS_FILE, plot_epochs, read_metrics  # noqa: E402
+from runtime.command import cli_main, new_parser  # noqa: E402
 from utils import FRNError  # noqa: E402
 
 
@@ -38,9 +37,9 @@ def plot_log(path, out_path=None):
     return out_path, epochs
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = new_parser(__doc__.split('\n')[0])
     parser.add_argument('log', help=f'a run folder of pretrain.py or meta_train.py, or its output.log or {METRICS_FILE}')
     parser.add_argument('--out', default=None, help='PNG to write (default: curves.png in the run folder)')
     args = parser.parse_args(argv)
