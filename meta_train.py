@@ -14,19 +14,13 @@ code's ProtoNet (methods/protonet.Proto), the NLL of the queries alone. Writes
 """
 import os
 
-import cli  # first: it sets up the process (warnings, MKL) before paddle is imported
-from cli import cli_main
-from engine import parallel
-from engine.trainer import train
-from methods.checkpoint import load_model
-from methods.FRN import FRN
-from methods.protonet import Proto
-from methods.steps import meta_frn_step, meta_proto_step
+import cli
+from runtime.command import cli_main, command_line, new_parser
 from utils import FRNError
 
 
 def parse_args(argv=None):
-    parser = cli.new_parser(__doc__.split('\n\n')[0])
+    parser = new_parser(__doc__.split('\n\n')[0])
     cli.add_common(parser)
     cli.add_training(parser, lr=1e-3, epoch=150, milestones=[70, 120])
     g = parser.add_argument_group('meta-training')
@@ -57,41 +51,50 @@ def parse_args(argv=None):
 
 @cli_main
 def main(argv=None):
-    args = parse_args(argv)
-    run_dir = cli.run_dir(args, 'metatrain')
-    with cli.claim_run_dir(args, run_dir) as lock:  # before anything is read or written
-        train_split, val_split = cli.read_splits(args, 'train', 'val') if args.val == 'meta' else \
-            (*cli.read_splits(args, 'train'), None)
-        log = cli.start(args, os.path.join(run_dir, 'output.log'))
+    config = cli.training_config(parse_args(argv))
+    # after cli_main's process set-up: from here on paddle is imported (runtime/process.py says why)
+    from data.loaders import episode_loader, read_splits
+    from engine import parallel
+    from engine.runlock import claim_run_dir
+    from engine.trainer import train
+    from methods.checkpoint import load_model
+    from methods.FRN import FRN
+    from methods.protonet import Proto
+    from methods.steps import meta_frn_step, meta_proto_step
+    data, batches, val, run_dir = config.data, config.batches, config.val, config.run_dir()
+    way, shot, query = batches.train_n_way, data.n_shot, data.n_query
+    with claim_run_dir(run_dir, config.run.resume, config.run.overwrite, command_line()) as lock:  # before any I/O
+        train_split, val_split = read_splits(data, 'train', 'val') if val.val == 'meta' else \
+            (*read_splits(data, 'train'), None)
+        log = cli.start_run(config, os.path.join(run_dir, 'output.log'))
         for note in lock.notes:
             log(note)
-        if args.episodes == 'random' and args.train_n_episode % parallel.world_size():
-            raise FRNError(f'--train_n_episode {args.train_n_episode} must be divisible by the {parallel.world_size()} '
-                           f'processes, so that every process takes the same number of steps')
-        train_loader = cli.episode_loader(args, train_split, args.train_n_way, args.train_n_episode, aug=True,
-                                          shared=True, flag='train_n_way', episodes=args.episodes)
-        val_loader = (cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode, flag='val_n_way',
-                                         n_query=args.val_n_query) if args.val == 'meta' else None)
-        shots = [args.n_shot, args.n_query]
-        if args.method == 'meta_frn':
-            model = FRN(way=args.train_n_way, shots=shots, backbone=args.model, image_size=args.image_size)
-            step = meta_frn_step(args.train_n_way, args.n_shot, args.n_query)
+        if batches.episodes == 'random' and batches.train_n_episode % parallel.world_size():
+            raise FRNError(f'--train_n_episode {batches.train_n_episode} must be divisible by the '
+                           f'{parallel.world_size()} processes, so that every process takes the same number of steps')
+        train_loader = episode_loader(data, train_split, way, batches.train_n_episode, aug=True, rank=parallel.rank(),
+                                      world_size=parallel.world_size(), flag='train_n_way', episodes=batches.episodes)
+        val_loader = (episode_loader(data, val_split, val.val_n_way, val.val_n_episode, flag='val_n_way',
+                                     n_query=val.val_n_query) if val.val == 'meta' else None)
+        if config.model.method == 'meta_frn':
+            model = FRN(way=way, shots=[shot, query], backbone=config.model.model, image_size=data.image_size)
+            step = meta_frn_step(way, shot, query)
         else:
-            model = Proto(way=args.train_n_way, shots=shots, backbone=args.model, image_size=args.image_size)
-            step = meta_proto_step(args.train_n_way, args.n_shot, args.n_query)
-        if args.pretrain_path:
-            dropped, missing = load_model(model, args.pretrain_path)
-            log(f'loaded {args.pretrain_path}' + (f'; dropped {", ".join(dropped)}' if dropped else '') +
+            model = Proto(way=way, shots=[shot, query], backbone=config.model.model, image_size=data.image_size)
+            step = meta_proto_step(way, shot, query)
+        pretrain_path = config.run.pretrain_path
+        if pretrain_path:
+            dropped, missing = load_model(model, pretrain_path)
+            log(f'loaded {pretrain_path}' + (f'; dropped {", ".join(dropped)}' if dropped else '') +
                 (f'; kept the initial {", ".join(missing)}' if missing else ''))
         else:
             log('warning: no --pretrain_path; meta-training starts from a random initialisation')
-        per_epoch = (f'{args.train_n_episode} episodes per epoch' if args.episodes == 'random' else
+        per_epoch = (f'{batches.train_n_episode} episodes per epoch' if batches.episodes == 'random' else
                      'one pass over its images per epoch (--episodes pass)')
-        val = (f'{val_split.n_classes} classes, {args.val_n_way}-way {args.n_shot}-shot {args.val_n_query}-query, '
-               f'every {args.val_freq} epoch(s)' if val_split else 'none (--val last)')
-        log(f'train: {train_split.n_classes} classes, {per_epoch} | val: {val} | run folder {run_dir}')
-        train(args, model, train_loader, step, val_loader,
-              (args.val_n_way, args.n_shot, args.val_n_query), run_dir, log)
+        about_val = (f'{val_split.n_classes} classes, {val.val_n_way}-way {shot}-shot {val.val_n_query}-query, '
+                     f'every {val.val_freq} epoch(s)' if val_split else 'none (--val last)')
+        log(f'train: {train_split.n_classes} classes, {per_epoch} | val: {about_val} | run folder {run_dir}')
+        train(config, model, train_loader, step, val_loader, log)
 
 
 if __name__ == '__main__':

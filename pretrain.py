@@ -10,18 +10,13 @@ stays frozen. Writes ./checkpoints/<dataset>/<model>_stl_frn_pretrain/.
 """
 import os
 
-import cli  # first: it sets up the process (warnings, MKL) before paddle is imported
-from cli import cli_main
-from data.datamgr import SimpleDataManager
-from engine import parallel
-from engine.trainer import train
-from methods.FRN import FRN
-from methods.steps import pretrain_step
+import cli
+from runtime.command import cli_main, command_line, new_parser
 from utils import FRNError
 
 
 def parse_args(argv=None):
-    parser = cli.new_parser(__doc__.split('\n\n')[0])
+    parser = new_parser(__doc__.split('\n\n')[0])
     cli.add_common(parser)
     cli.add_training(parser, lr=0.05, epoch=150, milestones=[80, 120])
     g = parser.add_argument_group('pretraining')
@@ -42,32 +37,39 @@ def parse_args(argv=None):
 
 @cli_main
 def main(argv=None):
-    args = parse_args(argv)
-    run_dir = cli.run_dir(args, 'pretrain')
-    with cli.claim_run_dir(args, run_dir) as lock:  # before anything is read or written
-        train_split, val_split = cli.read_splits(args, 'train', 'val') if args.val == 'meta' else \
-            (*cli.read_splits(args, 'train'), None)
-        log = cli.start(args, os.path.join(run_dir, 'output.log'))
+    config = cli.training_config(parse_args(argv))
+    # after cli_main's process set-up: from here on paddle is imported (runtime/process.py says why)
+    from data.loaders import episode_loader, image_batch_loader, read_splits
+    from engine import parallel
+    from engine.runlock import claim_run_dir
+    from engine.trainer import train
+    from methods.FRN import FRN
+    from methods.steps import pretrain_step
+    data, run_dir = config.data, config.run_dir()
+    with claim_run_dir(run_dir, config.run.resume, config.run.overwrite, command_line()) as lock:  # before any I/O
+        train_split, val_split = read_splits(data, 'train', 'val') if config.val.val == 'meta' else \
+            (*read_splits(data, 'train'), None)
+        log = cli.start_run(config, os.path.join(run_dir, 'output.log'))
         for note in lock.notes:
             log(note)
         if train_split.n_classes < 2:
             raise FRNError(f'{train_split.source} has {train_split.n_classes} class; pretraining classifies '
                            f'among the training classes, so it needs at least 2 (with one, the loss is 0 and the '
                            f'accuracy 100% from the start)')
-        if args.num_classes != train_split.n_classes:
-            log(f'warning: --num_classes {args.num_classes} disagrees with the {train_split.n_classes} classes of '
-                f'{train_split.source}; using {train_split.n_classes}')
-            args.num_classes = train_split.n_classes
-        train_loader = SimpleDataManager(args.image_size, args.batch_size, num_workers=args.num_workers, seed=args.seed,
-                                         dataset=args.dataset, rank=parallel.rank(), world_size=parallel.world_size(),
-                                         **cli.transform_kwargs(args)).get_data_loader(train_split, aug=True)
-        val_loader = (cli.episode_loader(args, val_split, args.val_n_way, args.val_n_episode, flag='val_n_way',
-                                         n_query=args.val_n_query) if args.val == 'meta' else None)
-        model = FRN(backbone=args.model, is_pretraining=True, num_cat=args.num_classes, image_size=args.image_size)
+        if config.batches.num_classes != train_split.n_classes:
+            log(f'warning: --num_classes {config.batches.num_classes} disagrees with the {train_split.n_classes} '
+                f'classes of {train_split.source}; using {train_split.n_classes}')
+            config = config.with_num_classes(train_split.n_classes)
+        train_loader = image_batch_loader(data, train_split, config.batches.batch_size, parallel.rank(),
+                                          parallel.world_size())
+        val_loader = (episode_loader(data, val_split, config.val.val_n_way, config.val.val_n_episode,
+                                     flag='val_n_way', n_query=config.val.val_n_query)
+                      if config.val.val == 'meta' else None)
+        model = FRN(backbone=config.model.model, is_pretraining=True, num_cat=config.batches.num_classes,
+                    image_size=data.image_size)
         log(f'train: {len(train_split)} images of {train_split.n_classes} classes, {len(train_loader)} batches per epoch'
             f' | val: {f"{val_split.n_classes} classes" if val_split else "none (--val last)"} | run folder {run_dir}')
-        train(args, model, train_loader, pretrain_step, val_loader, (args.val_n_way, args.n_shot, args.val_n_query),
-              run_dir, log)
+        train(config, model, train_loader, pretrain_step, val_loader, log)
 
 
 if __name__ == '__main__':

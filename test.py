@@ -14,24 +14,13 @@ so that tools/compare_results.py can compare two models tested on the same episo
 import os
 import time
 
-import cli  # first: it sets up the process (warnings, MKL) before paddle is imported
-import numpy as np
-import paddle
-
-from cli import cli_main
-from engine import parallel
-from engine.evaluation import evaluate
-from engine.feature_cache import feature_cache_for
-from data import preprocess
-from data.dataset import episodes_fingerprint
-from methods.checkpoint import load_model
-from methods.FRN import FRN
-from methods.protonet import Proto, PrototypeClassifier
+import cli
+from runtime.command import cli_main, new_parser
 from utils import FRNError, atomic_write_json, mean_confidence_interval
 
 
 def parse_args(argv=None):
-    parser = cli.new_parser(__doc__.split('\n\n')[0])
+    parser = new_parser(__doc__.split('\n\n')[0])
     cli.add_common(parser)
     g = parser.add_argument_group('test')
     g.add_argument('--method', default='meta_frn', choices=['meta_frn', 'stl_frn', 'meta_proto'],
@@ -71,23 +60,25 @@ def same_transform(a, b):
     return {k: v for k, v in a.items() if k != 'dataset'} == {k: v for k, v in b.items() if k != 'dataset'}
 
 
-def input_preprocessing(args):
+def input_preprocessing(config):
     """(the model's preprocessing record when it differs from the test data's own transform, else None; the log
     line saying which is used). Decided before any image is read: --cache_dir holds the data's own transform."""
-    own = preprocess.record_for(args.dataset, args.image_size, args.eval_resize)
-    record = preprocess.read_sidecar(args.model_path)
-    if args.preprocess == 'data' or record is None:
+    from data import preprocess
+    data = config.data
+    own = preprocess.record_for(data.dataset, data.image_size, data.eval_resize)
+    record = preprocess.read_sidecar(config.test.model_path)
+    if config.test.preprocess == 'data' or record is None:
         return None, (f'preprocessing: {preprocess.describe(own)} (the test data\'s own'
                       + ('; --preprocess data)' if record is not None else
                          f'; no {preprocess.SIDECAR} beside the checkpoint)'))
     if same_transform(record, own):
         return None, (f'preprocessing: {preprocess.describe(record)} (the model\'s {preprocess.SIDECAR}, the same '
                       f'as the data\'s)')
-    if args.cache_dir:
+    if data.cache_dir:
         raise FRNError(f'--cache_dir holds images prepared for the test data\'s own transform, but the model '
                        f'wants {preprocess.describe(record)}; drop --cache_dir, or pass --preprocess data')
-    size = (f'; it sets the input size, not --image_size {args.image_size}'
-            if record['image_size'] != args.image_size else '')
+    size = (f'; it sets the input size, not --image_size {data.image_size}'
+            if record['image_size'] != data.image_size else '')
     return record, (f'preprocessing: {preprocess.describe(record)} (the model\'s {preprocess.SIDECAR}, trained on '
                     f'{record["dataset"]}{size}; the test data\'s own would be {preprocess.describe(own)}; '
                     f'--preprocess data uses that)')
@@ -96,6 +87,9 @@ def input_preprocessing(args):
 def gather_episodes(accs, sampler):
     """(accuracies, episodes) of the whole task in its order: under paddle.distributed.launch each rank
     evaluates its share of the episodes, and these are put back together."""
+    import numpy as np
+
+    from engine import parallel
     shares = parallel.gather_objects([(sampler.global_index(i), acc, sampler.episode(i))
                                       for i, acc in enumerate(accs)])
     ordered = sorted((item for share in shares for item in share), key=lambda item: item[0])
@@ -104,45 +98,58 @@ def gather_episodes(accs, sampler):
 
 @cli_main
 def main(argv=None):
-    args = parse_args(argv)
-    record, about_preprocessing = input_preprocessing(args)  # before --cache_dir builds anything
-    (test_split,) = cli.read_splits(args, 'test')
-    out_dir = os.path.join(args.results_dir, f'{args.test_n_way}w{args.n_shot}s')
-    stem = os.path.join(out_dir, f'{args.dataset}_{args.model}_{args.method}'
-                        + ('_proto' if args.classifier == 'proto' else ''))
-    log = cli.start(args, stem + '.log')
-    if args.method == 'meta_proto':
-        model = Proto(backbone=args.model, image_size=args.image_size)
+    config = cli.testing_config(parse_args(argv))
+    # after cli_main's process set-up: from here on paddle is imported (runtime/process.py says why)
+    import paddle
+
+    from data import preprocess
+    from data.dataset import episodes_fingerprint
+    from data.loaders import episode_loader, read_splits
+    from engine import parallel
+    from engine.evaluation import evaluate
+    from engine.feature_cache import feature_cache_for
+    from methods.checkpoint import load_model
+    from methods.FRN import FRN
+    from methods.protonet import Proto, PrototypeClassifier
+    data, test, compute, method = config.data, config.test, config.compute, config.model.method
+    way, shot, query = test.test_n_way, data.n_shot, data.n_query
+    record, about_preprocessing = input_preprocessing(config)  # before --cache_dir builds anything
+    (test_split,) = read_splits(data, 'test')
+    out_dir = os.path.join(test.results_dir, f'{way}w{shot}s')
+    stem = os.path.join(out_dir, f'{data.dataset}_{config.model.model}_{method}'
+                        + ('_proto' if test.classifier == 'proto' else ''))
+    log = cli.start_run(config, stem + '.log')
+    if method == 'meta_proto':
+        model = Proto(backbone=config.model.model, image_size=data.image_size)
     else:
-        model = FRN(backbone=args.model, image_size=args.image_size)
-    dropped, missing = load_model(model, args.model_path)
+        model = FRN(backbone=config.model.model, image_size=data.image_size)
+    dropped, missing = load_model(model, test.model_path)
     if 'r' in dropped or 'r' in missing:  # FRN's [alpha, beta]: every FRN checkpoint has it, ProtoNet's never
         kind = 'an FRN' if 'r' in dropped else 'a ProtoNet (meta_proto)'
-        raise FRNError(f'--model_path {args.model_path!r} is {kind} checkpoint, but --method is {args.method}; '
+        raise FRNError(f'--model_path {test.model_path!r} is {kind} checkpoint, but --method is {method}; '
                        f'pass --method ' + ('meta_frn (or stl_frn)' if 'r' in dropped else 'meta_proto'))
-    log(f'loaded {args.model_path}' + (f' (not needed for testing: {", ".join(dropped)})' if dropped else ''))
+    log(f'loaded {test.model_path}' + (f' (not needed for testing: {", ".join(dropped)})' if dropped else ''))
     log(f'test: {test_split.n_classes} classes, {len(test_split)} images from {test_split.source}')
-    if args.classifier == 'proto':
+    if test.classifier == 'proto':
         model = PrototypeClassifier(model)
         log('classifier: head swap, nearest prototype on the FRN-trained backbone (not the FRN head, and not '
             'the official ProtoNet)')
-    loader = cli.episode_loader(args, test_split, args.test_n_way, args.test_n_episode, shared=True,
-                                flag='test_n_way')
+    loader = episode_loader(data, test_split, way, test.test_n_episode, rank=parallel.rank(),
+                            world_size=parallel.world_size(), flag='test_n_way')
     log(about_preprocessing)
     if record is not None:  # the model's own preprocessing, not the test data's
         loader.dataset.transform = preprocess.eval_transform_from(record)
     log.persist()  # the inputs are checked: from here on the results .log is written
     # one cache for all tasks: the model does not change, so each image is embedded once in all
-    cache = None if args.no_feature_cache else feature_cache_for(model, loader, args.max_cache_mb,
-                                                                spill_dir=args.cache_dir)
+    cache = None if compute.no_feature_cache else feature_cache_for(model, loader, compute.max_cache_mb,
+                                                                   spill_dir=data.cache_dir)
     log('evaluation: ' + ('per episode, the backbone on every image of every episode (--no_feature_cache)'
                           if cache is None else 'each image embedded once, heads run on the cached feature maps'))
 
     start, tasks, all_accs, drawn = time.time(), [], [], []
-    for task in range(args.test_task_nums):
+    for task in range(test.test_task_nums):
         loader.set_epoch(task)  # task t has its own fixed episodes
-        accs, _ = evaluate(model, loader, args.test_n_way, args.n_shot, args.n_query, desc=f'task {task}',
-                           cache=cache)
+        accs, _ = evaluate(model, loader, way, shot, query, desc=f'task {task}', cache=cache)
         accs, episodes = gather_episodes(accs, loader.batch_sampler)
         acc, ci = mean_confidence_interval(accs)
         tasks.append({'acc': acc, 'ci95': ci, 'episodes': len(accs)})
@@ -153,23 +160,23 @@ def main(argv=None):
         log(cache.describe())
     acc, ci = mean_confidence_interval(all_accs)
     log(f'Mean of {len(tasks)} task(s), {len(all_accs)} episodes: Test Acc = {acc:.2f}% +- {ci:.2f}% '
-        f'({args.test_n_way}-way {args.n_shot}-shot, {args.n_query} queries, {time.time() - start:.1f} s)')
+        f'({way}-way {shot}-shot, {query} queries, {time.time() - start:.1f} s)')
     if not parallel.is_main():
         return
-    atomic_write_json({'acc': acc, 'ci95': ci, 'tasks': tasks, 'checkpoint': os.path.abspath(args.model_path),
-                       'dataset': args.dataset, 'data_path': os.path.abspath(args.data_path), 'model': args.model,
-                       'method': args.method, 'n_way': args.test_n_way, 'n_shot': args.n_shot,
-                       'n_query': args.n_query, 'test_task_nums': args.test_task_nums,
-                       'test_n_episode': args.test_n_episode, 'eval_resize': args.eval_resize,
+    atomic_write_json({'acc': acc, 'ci95': ci, 'tasks': tasks, 'checkpoint': os.path.abspath(test.model_path),
+                       'dataset': data.dataset, 'data_path': os.path.abspath(data.data_path),
+                       'model': config.model.model, 'method': method, 'n_way': way, 'n_shot': shot,
+                       'n_query': query, 'test_task_nums': test.test_task_nums,
+                       'test_n_episode': test.test_n_episode, 'eval_resize': data.eval_resize,
                        # the size the images were fed at: the model's record, when it is used, sets it
-                       'image_size': record['image_size'] if record else args.image_size,
-                       'train_transform_type': args.train_transform_type, 'seed': args.seed,
-                       'feature_cache': cache is not None, 'classifier': args.classifier,
-                       'preprocess': record or preprocess.record_for(args.dataset, args.image_size, args.eval_resize),
+                       'image_size': record['image_size'] if record else data.image_size,
+                       'train_transform_type': data.train_transform_type, 'seed': data.seed,
+                       'feature_cache': cache is not None, 'classifier': test.classifier,
+                       'preprocess': record or preprocess.record_for(data.dataset, data.image_size, data.eval_resize),
                        'paddle': paddle.__version__, 'seconds': round(time.time() - start, 1),
                        # what tools/compare_results.py needs to compare two models episode by episode
-                       'split_sha256': test_split.fingerprint(args.data_path),
-                       'episodes_sha256': episodes_fingerprint(drawn, args.n_shot), 'episode_accs': all_accs},
+                       'split_sha256': test_split.fingerprint(data.data_path),
+                       'episodes_sha256': episodes_fingerprint(drawn, shot), 'episode_accs': all_accs},
                       stem + '.json')
     log(f'results written to {stem}.json')
 

@@ -29,15 +29,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from runtime.process import setup_process  # noqa: E402
+
+setup_process()  # before paddle is imported and does math (runtime/process.py says why)
+
 import numpy as np  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 
-import cli  # noqa: E402  (first: it sets up the process before paddle works)
-import paddle  # noqa: E402
 import data.datamgr as datamgr  # noqa: E402
 from data.datamgr import EpochLoader, split_transform  # noqa: E402
 from data.dataset import ShuffleBatchSampler, SimpleDataset, transform_input  # noqa: E402
 from data.filelist import read_split  # noqa: E402
+from runtime.device import default_threads, gpu_usable, set_threads  # noqa: E402
 from data.image_cache import open_cache  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,7 +182,7 @@ def loader_rows(split, what, cache_dir, n_batches, passes, log):
 
 def run(small=True, threads=None, log=None):
     """All rows; `decode_per_s` is the baseline of each row (for the DataLoader rows: 0 workers)."""
-    cli.set_threads(threads or min(2, cli.default_threads()))
+    set_threads(threads or min(2, default_threads()))
     n_real, n_full, passes = (1000, 256, 5) if small else (4000, 1280, 7)
     rows = []
     with tempfile.TemporaryDirectory(prefix='frn-bench-data-') as tmp:
@@ -213,7 +216,7 @@ def markdown(rows):
 
 
 def has_gpu():
-    return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    return gpu_usable()
 
 
 def size_args(description):

@@ -23,13 +23,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from runtime.process import setup_process  # noqa: E402
+
+setup_process()  # before paddle is imported and does math (runtime/process.py says why)
+
 import numpy as np  # noqa: E402
 
-import cli  # noqa: E402  (first: it sets up the process before paddle works)
 import paddle  # noqa: E402
 from benchmarks.bench_data import median, photo_split, size_args  # noqa: E402
 from data.datamgr import EpochLoader  # noqa: E402
 from data.dataset import EpisodicBatchSampler, SetDataset  # noqa: E402
+from runtime.device import default_threads, set_threads  # noqa: E402
+from runtime.paddle_internals import batch_norm_internals  # noqa: E402
 from data.transforms import eval_transform  # noqa: E402
 from engine.evaluation import episode_scores  # noqa: E402
 from methods.episode import query_targets  # noqa: E402
@@ -60,7 +65,8 @@ def model_for(backbone, seed=0):
     rng = np.random.default_rng(seed)
     for layer in model.sublayers():
         if isinstance(layer, paddle.nn.BatchNorm2D):
-            layer._variance.set_value(rng.uniform(0.5, 1.5, layer._variance.shape).astype('float32'))
+            variance = batch_norm_internals(layer).variance
+            variance.set_value(rng.uniform(0.5, 1.5, variance.shape).astype('float32'))
     model.eval()
     return model
 
@@ -130,7 +136,7 @@ def project(row):
 
 
 def run(small=True, threads=None, log=None):
-    cli.set_threads(threads or min(2, cli.default_threads()))
+    set_threads(threads or min(2, default_threads()))
     # small: the smallest split a 5-shot 15-query episode fits (5 classes x 20), every image in each episode
     n_classes, per_class, rounds, per_episode, cached = (5, 20, 3, 1, 5) if small else (20, 550, 1, 20, 2000)
     # small: ResNet-12 costs ~10x Conv-4 per image, so it gets 2 rounds (each embeds 100 images and runs 180

@@ -18,12 +18,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from runtime.process import setup_process  # noqa: E402
+
+setup_process()  # before paddle is imported and does math (runtime/process.py says why)
+
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
 
-import cli  # noqa: E402  (first: it sets up the process before paddle works)
 from methods.ridge import recon_dist  # noqa: E402
+from runtime.device import default_threads, set_threads  # noqa: E402
 
 D, POSITIONS = 640, 25
 SHAPES = ((5, 1), (5, 5), (20, 5))  # (way, shot)
@@ -57,7 +61,7 @@ def max_rel(a, b):
 
 def run(small=True, threads=None, seed=0, log=None):
     """Time both solvers on every shape; returns one dict per shape."""
-    threads = cli.set_threads(threads or min(2, cli.default_threads()))
+    threads = set_threads(threads or min(2, default_threads()))
     query_shot, repeats = (4, 2) if small else (15, 5)
     rows = []
     for way, shot in SHAPES:

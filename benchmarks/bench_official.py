@@ -109,8 +109,10 @@ def official_worker(official, backbone, kind, shape, threads):
 
 def our_worker(backbone, kind, shape, threads):
     """engine/trainer.py's loop body: step, clear_grad, backward, optimizer step, loss.item()."""
-    import cli
-    cli.set_threads(threads)
+    from runtime.process import setup_process
+    setup_process()  # before paddle is imported (runtime/process.py says why)
+    from runtime.device import set_threads
+    set_threads(threads)
     import numpy as np
     import paddle
     from engine.trainer import build_optimizer
@@ -252,8 +254,10 @@ def official_validation(official, data, backbone, shot, episodes, threads):
 
 
 def our_validation(data, backbone, shot, episodes, threads):
-    import cli
-    cli.set_threads(threads)
+    from runtime.process import setup_process
+    setup_process()  # before paddle is imported (runtime/process.py says why)
+    from runtime.device import set_threads
+    set_threads(threads)
     import paddle
     from data.datamgr import SetDataManager
     from data.filelist import read_class_folders

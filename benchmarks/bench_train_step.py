@@ -20,7 +20,7 @@ difference of its losses from the product's (0 means bitwise the same steps).
   mode: Conv-4 only; on ResNet-12 it was no faster and took 50% more memory; on Conv-4 it traces
   the plain block, since the eager training shortcut cannot be traced);
 - paddle, generic MKL kernels (AMD CPUs with AVX2 only): the product with FRN_MKL_AVX2=0, i.e. without
-  the MKL_DEBUG_CPU_TYPE=5 that cli.py sets on AMD CPUs with AVX2 (Paddle's MKL then falls
+  the MKL_DEBUG_CPU_TYPE=5 that runtime/process.py sets on AMD CPUs with AVX2 (Paddle's MKL then falls
   back to its slow generic code path);
 - official PyTorch (with --torch_python, a Python that has torch): the official FRN
   step, written here from the paper and the official code's structure: the same
@@ -50,7 +50,8 @@ def paddle_step_fn(backbone, task, shape, variant):
     sys.path.insert(0, REPO)
     import argparse
     import numpy as np
-    import cli  # noqa: F401  (before paddle: it sets up the process)
+    from runtime.process import setup_process
+    setup_process()  # before paddle is imported (runtime/process.py says why)
     import paddle
     from methods.FRN import FRN
     from engine.trainer import build_optimizer
@@ -192,8 +193,10 @@ def worker(kind, backbone, task, shape, threads):
         step = torch_step_fn(backbone, task, shape)
     else:
         sys.path.insert(0, REPO)
-        import cli
-        cli.set_threads(threads)
+        from runtime.process import setup_process
+        setup_process()  # before paddle is imported (runtime/process.py says why)
+        from runtime.device import set_threads
+        set_threads(threads)
         step = paddle_step_fn(backbone, task, shape, kind)
     reply({'ready': True})
     for line in sys.stdin:
@@ -263,8 +266,8 @@ def measure(backbone, task, shape, threads, repeats, interleave, torch_python, l
     static = ['static'] if backbone == 'Conv4' or not interleave else []
     # imported here, not at the top: the torch worker runs this file too, and must not steer torch's MKL
     sys.path.insert(0, REPO)
-    import cli
-    generic = ['generic'] if cli.amd_cpu_with_avx2() else []  # elsewhere it would be the product itself
+    from runtime.process import amd_cpu_with_avx2
+    generic = ['generic'] if amd_cpu_with_avx2() else []  # elsewhere it would be the product itself
     kinds = ['paddle'] + static + generic + (['torch'] if torch_python else [])
     steps = {k: [] for k in kinds}
     rss, errors = {}, {}
@@ -328,8 +331,8 @@ def default_torch_python():
 
 def run(small=True, threads=None, log=None, torch_python=None):
     sys.path.insert(0, REPO)
-    import cli
-    threads = threads or min(2, cli.default_threads())
+    from runtime.device import default_threads
+    threads = threads or min(2, default_threads())
     torch_python = torch_python or default_torch_python()
     if log and not torch_python:
         log('torch not found (pass --torch_python or set FRN_TORCH_PYTHON): the official PyTorch column is skipped')

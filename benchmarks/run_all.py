@@ -17,13 +17,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from runtime.process import setup_process  # noqa: E402
+
+PROCESS = setup_process()  # before paddle is imported and does math (runtime/process.py says why)
+
 import numpy as np  # noqa: E402
 import PIL  # noqa: E402
 
-import cli  # noqa: E402  (first: it sets up the process before paddle works)
 import utils  # noqa: E402
 import paddle  # noqa: E402
 from benchmarks import bench_data, bench_eval, bench_frn_head, bench_train_step  # noqa: E402
+from runtime.device import default_threads, set_threads  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -57,13 +61,13 @@ def load_average():
 
 def machine(threads, full, torch_python):
     return [f'- date: {datetime.datetime.now().isoformat(timespec="seconds")}; mode: {"full" if full else "small"}',
-            f'- CPU: {cpu_model()}, {os.cpu_count()} logical cores ({cli.default_threads()} usable), '
+            f'- CPU: {cpu_model()}, {os.cpu_count()} logical cores ({default_threads()} usable), '
             f'{memory_gb():.0f} GB RAM; benchmarks use {threads} thread(s)',
             f'- device: {"GPU" if bench_data.has_gpu() else "CPU"}; Python {platform.python_version()}, '
             f'paddlepaddle {paddle.__version__}, numpy {np.__version__}, Pillow {PIL.__version__}, '
             f'torch {torch_version(torch_python)} (separate interpreter, comparison only)',
             f'- MKL_DEBUG_CPU_TYPE: {os.environ.get("MKL_DEBUG_CPU_TYPE", "not set")}'
-            f'{" (set by cli.py: AMD CPU with AVX2)" if cli.MKL_AVX2_SET_HERE else ""}; '
+            f'{" (set by runtime/process.py: AMD CPU with AVX2)" if PROCESS.mkl_avx2_set else ""}; '
             f'load average (1/5/15 min) at the start: {load_average()}']
 
 
@@ -106,7 +110,7 @@ SECTIONS = [
      '(on ResNet-12 bitwise the same, no faster, about 50% more memory; on Conv-4 it traces the plain block, as '
      'the eager training shortcut of network/conv4.py cannot be traced, and is slower); `FLAGS_use_mkldnn` '
      '(dygraph convolutions give bitwise the same output with it, so the same im2col + GEMM kernel runs); AMP '
-     '(a no-op on CPU). Kept: on AMD CPUs with AVX2, `cli.py` sets `MKL_DEBUG_CPU_TYPE=5` (unless you set it, '
+     '(a no-op on CPU). Kept: on AMD CPUs with AVX2, `runtime/process.py` sets `MKL_DEBUG_CPU_TYPE=5` (unless you set it, '
      'or `FRN_MKL_AVX2=0`), so that the MKL inside Paddle uses its AVX2 kernels instead of slow generic ones; the '
      '"generic MKL kernels" rows are the product without it. A different summation order (losses differ by ~1e-6), '
      'not a different computation.',
@@ -122,7 +126,7 @@ def main():
                         help='a Python with torch, for the official PyTorch training step (default: FRN_TORCH_PYTHON)')
     parser.add_argument('--out', default=os.path.join(HERE, 'RESULTS.md'), help='where to write the results')
     args = parser.parse_args()
-    threads = cli.set_threads(args.threads or min(2, cli.default_threads()))
+    threads = set_threads(args.threads or min(2, default_threads()))
     torch_python = args.torch_python or bench_train_step.default_torch_python()
     command = 'python benchmarks/run_all.py' + (' --full' if args.full else '') + (
         ' --torch_python PYTHON_WITH_TORCH' if torch_python else '')

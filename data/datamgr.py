@@ -9,11 +9,12 @@ import threading
 
 import numpy as np
 import paddle
-from paddle.io.dataloader.collate import default_collate_fn
 
 from data.dataset import EpisodicBatchSampler, PassEpisodeSampler, SetDataset, ShuffleBatchSampler, SimpleDataset
 from data.forking import collected_and_frozen
 from data.transforms import get_transform
+from runtime.paddle_internals import (default_collate_fn, loader_thread, loader_workers,
+                                       shut_down_loader)
 from utils import FRNError
 
 # What paddle's DataLoader workers do (paddle 3.3.1, measured; see README "Data loading workers"):
@@ -163,14 +164,12 @@ def _stop_workers(iterator):
     them the last reference to this iterator, and would then free paddle objects that a parent
     thread may be using (the hang data/forking.py describes).
     """
-    shutdown = getattr(iterator, '_try_shutdown_all', None)
-    if shutdown:
-        shutdown(WORKER_CHECK_SECONDS)
-    for worker in getattr(iterator, '_workers', []):
+    shut_down_loader(iterator, WORKER_CHECK_SECONDS)
+    for worker in loader_workers(iterator):
         if worker.is_alive():
             os.kill(worker.pid, signal.SIGKILL)
             worker.join()
-    thread = getattr(iterator, '_thread', None)
+    thread = loader_thread(iterator)
     if thread is not None and thread is not threading.current_thread():
         thread.join(WORKER_CHECK_SECONDS)
 
@@ -199,7 +198,7 @@ class _StallWatch:
 
     def _stall(self):
         self.stalled = True
-        for worker in getattr(self.iterator, '_workers', []):
+        for worker in loader_workers(self.iterator):
             if worker.is_alive():
                 os.kill(worker.pid, signal.SIGKILL)
 

@@ -193,8 +193,8 @@ def format_summary(summary):
 
 def preparation_parser(doc, sources_help, outputs, image_formats=None, class_help=None, several=False):
     """The flags every preparation tool shares: its source(s), --dst, --overwrite, and --format / --split_file if used."""
-    import argparse
-    parser = argparse.ArgumentParser(description=doc.split('\n')[0])
+    from runtime.command import new_parser
+    parser = new_parser(doc.split('\n')[0])
     parser.add_argument('sources', nargs='+' if several else None, help=sources_help)
     parser.add_argument('--dst', required=True, help=f'folder to write {" and ".join(outputs)} in')
     parser.add_argument('--overwrite', action='store_true', help=f'replace {" and ".join(outputs)} if present')

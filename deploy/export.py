@@ -29,6 +29,8 @@ from data.prepare_output import check_dst, staged_output
 from methods.FRN import FRN
 from network import BACKBONES
 from methods.checkpoint import load_model, read_state_dict
+from runtime.device import resolve_gpu, select_device
+from runtime.paddle_internals import leaky_relu_slope, parse_program
 from utils import FRNError, os_error_cause
 
 HEAD_FILE = 'frn_head.json'
@@ -39,18 +41,6 @@ BATCH = 64  # images per forward pass
 
 def warn(message):
     print(f'warning: {message}', file=sys.stderr)
-
-
-def cuda_available():
-    return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-
-
-def use_gpu_or_warn(use_gpu):
-    """True when a GPU was asked for and exists; one warning when it was asked for but does not."""
-    if use_gpu and not cuda_available():
-        warn('--use_gpu was given, but this PaddlePaddle build has no CUDA device; running on the CPU')
-        return False
-    return use_gpu
 
 
 class LeakyReLUAsMaximum(paddle.nn.Layer):
@@ -73,7 +63,7 @@ class FeatureMapNet(paddle.nn.Layer):
         for layer in frn.sublayers(include_self=True):
             for name, child in list(layer.named_children()):
                 if isinstance(child, paddle.nn.LeakyReLU):
-                    setattr(layer, name, LeakyReLUAsMaximum(child._negative_slope))
+                    setattr(layer, name, LeakyReLUAsMaximum(leaky_relu_slope(child)))
 
     def forward(self, image):
         return self.frn.get_feature_map(image)
@@ -109,7 +99,7 @@ def checkpoint_preprocess(model_path, image_size=None):
 def infer_backbone(model_path):
     """The backbone a .pdparams checkpoint was trained with, from its parameter names."""
     from deploy.official_weights import infer_backbone as from_keys
-    return from_keys(read_state_dict(model_path), flag='--model')
+    return from_keys(read_state_dict(model_path))
 
 
 def load_frn(model_path, backbone=None, image_size=84):
@@ -291,7 +281,7 @@ def check_program(program, save_dir):
                 json.load(f)
         else:
             with open(program, 'rb') as f:
-                paddle.base.core.ProgramDesc(f.read())
+                parse_program(f.read())
     except Exception as err:  # json, protobuf and paddle raise several types
         raise FRNError(f'cannot load the exported model in {save_dir!r}: {os.path.basename(program)} does not parse '
                        f'({type(err).__name__}: {first_line(err)}); it is damaged or truncated: export the model '
@@ -348,7 +338,7 @@ class DygraphFeatures(Features):
     """A .pdparams checkpoint run as a dygraph FRN."""
 
     def __init__(self, model_path, backbone=None, image_size=None, use_gpu=False, log=None):
-        paddle.device.set_device('gpu' if use_gpu_or_warn(use_gpu) else 'cpu')
+        select_device(use_gpu)
         self.source = model_path
         self.preprocess, image_size, note = checkpoint_preprocess(model_path, image_size)
         self.model = load_frn(model_path, backbone, image_size)
@@ -381,7 +371,7 @@ class InferenceFeatures(Features):
                       f'defaults ({preprocess.describe(self.preprocess)})', log)
         else:
             self.preprocess = head['preprocess']  # checked by read_head
-        use_gpu = use_gpu_or_warn(use_gpu)
+        use_gpu = resolve_gpu(use_gpu)
         self.predictor = self.layer = None
         try:
             self.predictor = paddle.inference.create_predictor(predictor_config(program, params, use_gpu, threads))

@@ -18,6 +18,7 @@ import zipfile
 
 import numpy as np
 
+from runtime.paddle_internals import BN_MEAN_KEY, BN_VARIANCE_KEY
 from utils import FRNError
 
 # torch storage class -> numpy dtype of its elements
@@ -27,7 +28,7 @@ _STORAGE_DTYPES = {
     'ShortStorage': np.int16, 'CharStorage': np.int8, 'ByteStorage': np.uint8, 'BoolStorage': np.bool_,
 }
 _LEGACY_MAGIC = pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2)[2:]  # pre-1.6 torch.save header
-_BN_BUFFERS = {'running_mean': '_mean', 'running_var': '_variance'}
+_BN_BUFFERS = {'running_mean': BN_MEAN_KEY, 'running_var': BN_VARIANCE_KEY}
 HEAD_KEYS = ('scale', 'r', 'cat_mat')
 
 
@@ -164,7 +165,7 @@ def read_torch_state_dict(path):
     return collections.OrderedDict(state)
 
 
-def infer_backbone(keys, flag='--backbone'):
+def infer_backbone(keys, flag='--model'):
     """'ResNet12' or 'Conv4' from official parameter names; `flag` is the option that forces one in the calling tool."""
     keys = list(keys)
     if any(k.startswith('feature_extractor.layer1.') for k in keys):
@@ -240,7 +241,7 @@ def convert_state_dict(official, backbone=None, dtype=np.float32):
         problems.append(f'{len(misshapen)} key(s) with the wrong shape: {_listing(misshapen, 3)}')
     if problems:
         raise FRNError(f'the checkpoint does not match an official {model_name} with the {backbone} backbone: '
-                       f'{"; ".join(problems)}. If the backbone was guessed wrong, force it with --backbone')
+                       f'{"; ".join(problems)}. If the backbone was guessed wrong, force it with --model')
     state = collections.OrderedDict((k, np.asarray(renamed[k], dtype=dtype)) for k in expected)
     info = {'model': model_name, 'backbone': backbone, 'pretraining': pretraining, 'num_cat': num_cat,
             'dropped': dropped, 'num_tensors': len(state)}

@@ -10,6 +10,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from runtime.paddle_internals import batch_norm_internals
+
 
 def world_size():
     return dist.get_world_size()
@@ -55,7 +57,7 @@ def average_buffers(model):
         return
     for layer in model.sublayers():
         if isinstance(layer, (paddle.nn.BatchNorm1D, paddle.nn.BatchNorm2D, paddle.nn.BatchNorm3D)):
-            for stat in (layer._mean, layer._variance):
+            for stat in batch_norm_internals(layer)[:2]:  # the running mean and variance
                 total = stat.detach().clone()
                 dist.all_reduce(total)
                 stat.set_value(total / world_size())

@@ -24,6 +24,7 @@ import json
 import os
 import socket
 
+from runtime.process import Terminated
 from utils import FRNError, remove_leftover_temp_files
 
 LOCK_NAME = 'run.lock'
@@ -50,12 +51,15 @@ TRAINING_FLAG = '--checkpoint_dir (or other --dataset/--model/way/shot flags, wh
 class RunLock:
     """Hold `folder` for this process; `notes` says what was found and done (for the log).
 
-    `flag` names the option that chose the folder, for the message of a second run."""
+    `flag` names the option that chose the folder, for the message of a second run. `resume_hint`,
+    once the holder sets it, is added to a Ctrl-C or SIGTERM that ends the `with` block, for the
+    message of runtime/command.cli_main (say how to continue)."""
 
     def __init__(self, folder, command='', flag=TRAINING_FLAG):
         self.folder, self.command, self.flag = os.path.abspath(folder), command, flag
         self.path = os.path.join(self.folder, LOCK_NAME)
         self.fd, self.notes, self.created_folder = None, [], False
+        self.resume_hint = ''
 
     def acquire(self):
         if not os.path.isdir(self.folder):
@@ -115,8 +119,29 @@ class RunLock:
     def __enter__(self):  # `with RunLock(...).acquire() as lock:` releases it however the block ends
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, traceback):
+        if isinstance(exc, (KeyboardInterrupt, Terminated)) and self.resume_hint:
+            exc.resume_hint = self.resume_hint
         self.release()
+
+
+def claim_run_dir(folder, resume, overwrite, command):
+    """Lock a training run's folder (rank 0 of a run), clear an interrupted run's temp files, refuse to mix runs.
+
+    An --overwrite run deletes the earlier run's checkpoints later, in engine/trainer.train, once all
+    its checks have passed. Returns the held RunLock; its `notes` go into the log. Use it as a context manager.
+    """
+    lock = RunLock(folder, command)
+    if int(os.environ.get('PADDLE_TRAINER_ID', '0')) != 0:  # the ranks of one run share rank 0's lock
+        return lock
+    lock.acquire()
+    try:
+        refuse_earlier_run(lock.folder, resume, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    lock.resume_hint = f'; {folder} keeps every finished epoch: continue with the same command and --resume auto'
+    return lock
 
 
 def checkpoint_files(folder):

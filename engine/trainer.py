@@ -3,7 +3,8 @@
 The scripts plug in what differs: the batch loader and `train_step(model, batch) ->
 (loss, accuracy)`. Everything else is here: the optimizer (SGD with Nesterov momentum, or
 Adam) and a MultiStepDecay schedule stepped per epoch, validation on episodes every
---val_freq epochs, the seed's log lines, and checkpoints written atomically.
+--val_freq epochs, the seed's log lines, and checkpoints written atomically. What to do
+comes from the run's TrainConfig (engine/config.py), never from the flags.
 
 Run folder files:
   best_model.pdparams      model weights of the best validation epoch (or the last, with --val last)
@@ -84,23 +85,25 @@ class BatchTimer:
         return text
 
 
-def build_optimizer(args, model):
-    """--opt sgd: torch's SGD(momentum=0.9, nesterov=True); adam: torch's Adam. A float weight_decay is
-    paddle's L2Decay, added to the gradient before the update, as torch.optim applies weight_decay."""
-    scheduler = paddle.optimizer.lr.MultiStepDecay(learning_rate=args.lr, milestones=args.milestones,
-                                                   gamma=args.gamma)
-    if getattr(args, 'opt', 'sgd') == 'adam':
+def build_optimizer(optim, model):
+    """An OptimConfig's optimizer and schedule. sgd: torch's SGD(momentum=0.9, nesterov=True); adam: torch's
+    Adam. A float weight_decay is paddle's L2Decay, added to the gradient before the update, as torch.optim
+    applies weight_decay."""
+    scheduler = paddle.optimizer.lr.MultiStepDecay(learning_rate=optim.lr, milestones=list(optim.milestones),
+                                                   gamma=optim.gamma)
+    if optim.opt == 'adam':
         optimizer = paddle.optimizer.Adam(learning_rate=scheduler, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                                          weight_decay=args.wd, parameters=model.parameters())
+                                          weight_decay=optim.wd, parameters=model.parameters())
     else:
         optimizer = paddle.optimizer.Momentum(learning_rate=scheduler, momentum=0.9, use_nesterov=True,
-                                              weight_decay=args.wd, parameters=model.parameters())
+                                              weight_decay=optim.wd, parameters=model.parameters())
     return optimizer, scheduler
 
 
-def validates_after(epoch, args):
-    """Whether epoch `epoch` (0-based) ends with a validation: every --val_freq epochs, and after the last."""
-    return (epoch + 1) % getattr(args, 'val_freq', 1) == 0 or epoch == args.epoch - 1
+def validates_after(epoch, val_freq, epochs):
+    """Whether epoch `epoch` (0-based) of `epochs` ends with a validation: every `val_freq` epochs, and after
+    the last."""
+    return (epoch + 1) % val_freq == 0 or epoch == epochs - 1
 
 
 def _accumulator_names(model):
@@ -127,14 +130,15 @@ def load_optimizer_state(optimizer, model, state):
     optimizer.set_state_dict(renamed)
 
 
-def save_checkpoint(path, model, optimizer, scheduler, epoch, best_acc, best_epoch, args):
-    """`<name>.pdparams` (weights, for users), then `<name>.pdopt` (the complete resume state).
+def save_checkpoint(path, model, optimizer, scheduler, epoch, best_acc, best_epoch, run_args):
+    """`<name>.pdparams` (weights, for users), then `<name>.pdopt` (the complete resume state, with the run's
+    settings `run_args`, TrainConfig.as_flags()).
 
     In this order a .pdopt always has its epoch's weights beside it, wherever a kill lands."""
     atomic_save(model.state_dict(), path)
     atomic_save({'model': model.state_dict(), 'optimizer': optimizer_state(optimizer, model),
                  'scheduler': scheduler.state_dict(), 'epoch': epoch, 'best_acc': best_acc,
-                 'best_epoch': best_epoch, 'args': vars(args),
+                 'best_epoch': best_epoch, 'args': run_args,
                  'rng': {'paddle': paddle.get_rng_state(), 'numpy': np.random.get_state(),
                          'python': random.getstate()}},
                 os.path.splitext(path)[0] + '.pdopt')
@@ -221,27 +225,35 @@ RESUME_KEYS = ('model', 'optimizer', 'scheduler', 'epoch', 'best_acc', 'best_epo
 STAGES = {'stl_frn': 'pretraining (pretrain.py)', 'meta_frn': 'meta-training (meta_train.py)'}
 
 
-def read_resume_state(path, args, model, state=None):
+def read_resume_state(path, run_args, model, state=None):
     """The .pdopt at `path` (or its `state`, already read), checked against this run before anything is
-    restored: a clear error, not a traceback."""
+    restored: a clear error, not a traceback.
+
+    The state's 'args' and `run_args` are both settings by flag name: TrainConfig.as_flags(), or the
+    `vars(args)` of the flags that checkpoints older than engine/config.py saved, with the same keys.
+    A key this run has no value for (None) is not compared.
+    """
     if state is None:
         state = read_state_file(path)
     if not isinstance(state, dict) or any(k not in state for k in RESUME_KEYS):
         raise FRNError(f'{path!r} is not a resume state of this code (it needs {", ".join(RESUME_KEYS)}); resume '
                        f'from a .pdparams whose .pdopt was written by pretrain.py or meta_train.py')
     saved = state['args'] if isinstance(state['args'], dict) else {}
+    method = run_args['method']
     mismatch = []
-    if saved.get('method') != args.method:
+    if saved.get('method') != method:
         mismatch.append(f'it is {STAGES.get(saved.get("method"), repr(saved.get("method")))}, '
-                        f'this run is {STAGES.get(args.method, args.method)}')
+                        f'this run is {STAGES.get(method, method)}')
     # the transforms are refused like the image size: the checkpoints were trained with the saved ones
     for key in ('model', 'dataset', 'image_size', 'train_transform_type', 'eval_resize', 'num_classes',
                 'train_n_way', 'n_shot'):
-        if key in saved and hasattr(args, key) and saved[key] != getattr(args, key) and (
-                key not in ('train_n_way', 'n_shot') or args.method == 'meta_frn'):
-            mismatch.append(f'--{key} is {saved[key]} there, {getattr(args, key)} here')
-    if saved.get('opt', 'sgd') != getattr(args, 'opt', 'sgd'):  # runs saved before --opt existed used SGD
-        mismatch.append(f'--opt is {saved.get("opt", "sgd")} there, {args.opt} here (its optimizer state cannot '
+        here = run_args.get(key)
+        if key in saved and here is not None and saved[key] != here and (
+                key not in ('train_n_way', 'n_shot') or method == 'meta_frn'):
+            mismatch.append(f'--{key} is {saved[key]} there, {here} here')
+    opt = run_args.get('opt', 'sgd')
+    if saved.get('opt', 'sgd') != opt:  # runs saved before --opt existed used SGD
+        mismatch.append(f'--opt is {saved.get("opt", "sgd")} there, {opt} here (its optimizer state cannot '
                         f'continue another optimizer)')
     own = model.state_dict()
     weights = state['model'] if isinstance(state['model'], dict) else {}
@@ -256,8 +268,8 @@ def read_resume_state(path, args, model, state=None):
     return state
 
 
-def load_resume_state(path, model, optimizer, scheduler, args, log, state=None):
-    state = read_resume_state(path, args, model, state)
+def load_resume_state(path, model, optimizer, scheduler, run_args, log, state=None):
+    state = read_resume_state(path, run_args, model, state)
     model.set_state_dict(state['model'])
     load_optimizer_state(optimizer, model, state['optimizer'])
     scheduler.set_state_dict(state['scheduler'])
@@ -267,7 +279,7 @@ def load_resume_state(path, model, optimizer, scheduler, args, log, state=None):
     changed = [k for k in ('lr', 'wd', 'gamma', 'milestones', 'batch_size', 'seed', 'n_shot', 'n_query',
                            'train_n_way', 'train_n_episode', 'episodes', 'val_freq', 'val_n_query', 'image_size',
                            'model')
-               if k in state['args'] and state['args'][k] != getattr(args, k, None)]
+               if k in state['args'] and state['args'][k] != run_args.get(k)]
     if changed:
         log(f'warning: resuming with different {", ".join(changed)} than the saved run')
     log(f'resumed from {path}: epoch {state["epoch"]} done, best acc {state["best_acc"]:.2f} '
@@ -275,32 +287,35 @@ def load_resume_state(path, model, optimizer, scheduler, args, log, state=None):
     return state
 
 
-def train(args, model, train_loader, train_step, val_loader, val_episode, run_dir, log):
-    """Train for args.epoch epochs. val_episode = (way, shot, query) of the validation episodes."""
-    optimizer, scheduler = build_optimizer(args, model)
+def train(config, model, train_loader, train_step, val_loader, log):
+    """Train for config.optim.epoch epochs in config.run_dir(); val_loader: the validation episodes (None with
+    --val last)."""
+    optim, val, run, compute = config.optim, config.val, config.run, config.compute
+    run_dir, run_args = config.run_dir(), config.as_flags()
+    optimizer, scheduler = build_optimizer(optim, model)
     start_epoch, best_acc, best_epoch = 0, -1.0, -1
-    path, state = resume_path(args.resume, run_dir)
+    path, state = resume_path(run.resume, run_dir)
     if path:
-        state = load_resume_state(path, model, optimizer, scheduler, args, log, state)
+        state = load_resume_state(path, model, optimizer, scheduler, run_args, log, state)
         start_epoch, best_acc, best_epoch = state['epoch'] + 1, state['best_acc'], state['best_epoch']
-    elif args.resume == 'auto':
+    elif run.resume == 'auto':
         log(f'--resume auto: no resume state (.pdopt) in {run_dir}, starting from epoch 0')
     main = parallel.is_main()
     # the inputs are checked: only now does --overwrite delete the earlier run, and the run write its files
     if main and path:
         catch_up_last_model(path, state, run_dir, log)
-    if main and args.resume is None and getattr(args, 'overwrite', False):
+    if main and run.resume is None and run.overwrite:
         for note in clear_earlier_run(run_dir):
             log(note)
     log.persist()  # from here on the run is logged to its file
     step = parallel.wrap(TrainStep(model, train_step))  # after resuming: DataParallel broadcasts rank 0's weights
     if main:  # what the model's input must be, beside its checkpoints (data/preprocess.py)
-        write_sidecar(run_dir, record_for(args.dataset, args.image_size, getattr(args, 'eval_resize', None)))
+        write_sidecar(run_dir, record_for(config.data.dataset, config.data.image_size, config.data.eval_resize))
     ckpt = lambda name: os.path.join(run_dir, f'{name}.pdparams')  # noqa: E731
     metrics = MetricsLog(os.path.join(run_dir, METRICS_FILE) if main else None,
-                         os.path.join(run_dir, 'visualdl') if getattr(args, 'visualdl', False) else None, log)
+                         os.path.join(run_dir, 'visualdl') if run.visualdl else None, log)
 
-    for epoch in range(start_epoch, args.epoch):
+    for epoch in range(start_epoch, optim.epoch):
         start = time.time()
         train_loader.set_epoch(epoch)
         model.train()
@@ -323,8 +338,8 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
             metrics.batch(epoch, i, len(train_loader), losses[-1])
             if not np.isfinite(losses[-1]):
                 raise FRNError(f'the loss became {losses[-1]} at epoch {epoch}, batch {i}; '
-                               f'lower --lr (now {args.lr}) and start again')
-            if i % args.print_freq == 0:  # the same steps on every rank, so the mean is a valid collective
+                               f'lower --lr (now {optim.lr}) and start again')
+            if i % run.print_freq == 0:  # the same steps on every rank, so the mean is a valid collective
                 log(f'Epoch {epoch} | Batch {i}/{len(train_loader)} | Loss {parallel.mean_over_ranks(losses[-1:])[0]:.6f}'
                     + timer.report())
         scheduler.step()
@@ -334,11 +349,11 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
             continue
 
         val_loss = val_acc = val_seconds = None
-        if args.val == 'meta' and validates_after(epoch, args):
+        if val.val == 'meta' and validates_after(epoch, val.val_freq, optim.epoch):
             val_start = time.time()
             # a new cache each time: the weights changed since the last validation
-            cache = None if args.no_feature_cache else feature_cache_for(model, val_loader, args.max_cache_mb)
-            val_accs, val_loss = evaluate(model, val_loader, *val_episode, cache=cache)
+            cache = None if compute.no_feature_cache else feature_cache_for(model, val_loader, compute.max_cache_mb)
+            val_accs, val_loss = evaluate(model, val_loader, *config.val_episode(), cache=cache)
             val_acc, _ = mean_confidence_interval(val_accs)
             val_seconds = round(time.time() - val_start, 2)
             if val_acc > best_acc:
@@ -347,12 +362,12 @@ def train(args, model, train_loader, train_step, val_loader, val_episode, run_di
                 atomic_save(model.state_dict(), ckpt('best_model'))
             log(f'val loss is {val_loss:.2f}, val acc is {val_acc:.2f}')
             log(f'model best acc is {best_acc:.2f}, best acc epoch is {best_epoch}')
-        elif args.val != 'meta':
+        elif val.val != 'meta':
             best_epoch = epoch
             atomic_save(model.state_dict(), ckpt('best_model'))
-        if epoch % args.save_freq == 0 or epoch == args.epoch - 1:
-            save_checkpoint(ckpt(epoch), model, optimizer, scheduler, epoch, best_acc, best_epoch, args)
-        save_checkpoint(ckpt('last_model'), model, optimizer, scheduler, epoch, best_acc, best_epoch, args)
+        if epoch % run.save_freq == 0 or epoch == optim.epoch - 1:
+            save_checkpoint(ckpt(epoch), model, optimizer, scheduler, epoch, best_acc, best_epoch, run_args)
+        save_checkpoint(ckpt('last_model'), model, optimizer, scheduler, epoch, best_acc, best_epoch, run_args)
         minutes = (time.time() - start) / 60
         log(f'This epoch use {minutes:.2f} minutes')
         log(f'train loss is {train_loss:.2f}, train acc is {train_acc:.2f}')

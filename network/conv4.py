@@ -27,6 +27,7 @@ from paddle import nn
 
 from network import pooled_block
 from network.resnet12 import batch_norm, pooled_size
+from runtime.paddle_internals import batch_norm_internals
 
 
 class ConvBlock(nn.Layer):
@@ -52,13 +53,14 @@ class ConvBlock(nn.Layer):
         conv, bn = self.layers[0], self.layers[1]
         if not self.training or not paddle.in_dynamic_mode():  # eval, or traced by paddle.jit.to_static
             return bn(conv(x))
+        state = batch_norm_internals(bn)
         with paddle.no_grad():  # BatchNorm blends mean(conv(x)) into the buffer; the official blends the
-            bn._mean.set_value(bn._mean - conv.bias)  # mean of conv(x) + bias: shift by the bias around it
-        out = F.batch_norm(F.conv2d(x, conv.weight, padding=1), bn._mean, bn._variance, weight=bn.weight,
-                           bias=bn.bias + 0.0 * conv.bias, training=True, momentum=bn._momentum,
-                           epsilon=bn._epsilon)
+            state.mean.set_value(state.mean - conv.bias)  # mean of conv(x) + bias: shift by the bias around it
+        out = F.batch_norm(F.conv2d(x, conv.weight, padding=1), state.mean, state.variance, weight=bn.weight,
+                           bias=bn.bias + 0.0 * conv.bias, training=True, momentum=state.momentum,
+                           epsilon=state.epsilon)
         with paddle.no_grad():
-            bn._mean.set_value(bn._mean + conv.bias)
+            state.mean.set_value(state.mean + conv.bias)
         return out
 
 

@@ -28,6 +28,8 @@ import paddle
 from numpy.lib.stride_tricks import as_strided
 from paddle.utils import dlpack
 
+from runtime.paddle_internals import batch_norm_internals
+
 OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))  # the window positions in max_pool2d's scan order
 
 
@@ -152,15 +154,16 @@ def pooled_block(x, conv, bn):
     w64 = paddle.cast(with_bias_column(flat, paddle.zeros([c_out], flat.dtype)), 'float64')
     mean = paddle.matmul(w64, moments[:, bias_row]) / count  # batch mean of conv(x), per channel
     var = paddle.sum(paddle.matmul(w64, moments) * w64, axis=1) / count - paddle.square(mean)
-    scale = paddle.cast(bn.weight, 'float64') / paddle.sqrt(var + bn._epsilon)
+    state = batch_norm_internals(bn)
+    scale = paddle.cast(bn.weight, 'float64') / paddle.sqrt(var + state.epsilon)
     shift = paddle.cast(bn.bias, 'float64') - scale * mean
     dtype = conv.weight.dtype
     folded = with_bias_column(flat * paddle.unsqueeze(paddle.cast(scale, dtype), 1),
                               paddle.cast(shift, dtype) + 0.0 * conv.bias)
     out = _MaxOfProducts.apply(folded, patches)
     with paddle.no_grad():  # the running mean is that of conv(x) + bias, as the official module's
-        momentum = float(np.float32(bn._momentum))
-        batch_mean = paddle.cast(mean, bn._mean.dtype) + conv.bias
-        bn._mean.set_value(bn._mean * momentum + batch_mean * (1 - momentum))
-        bn._variance.set_value(bn._variance * momentum + paddle.cast(var, bn._variance.dtype) * (1 - momentum))
+        momentum = float(np.float32(state.momentum))
+        batch_mean = paddle.cast(mean, state.mean.dtype) + conv.bias
+        state.mean.set_value(state.mean * momentum + batch_mean * (1 - momentum))
+        state.variance.set_value(state.variance * momentum + paddle.cast(var, state.variance.dtype) * (1 - momentum))
     return paddle.reshape(out, [n, c_out, h // 2, w // 2])

@@ -52,7 +52,7 @@ step meta_train "${python} $(value meta_train) ${common} --epoch ${epoch} --trai
 step eval "${python} $(value eval) ${common} --model_path ${meta} --test_n_episode $(value eval.--test_n_episode) --results_dir $(value eval.--results_dir)"
 step export "${python} $(value norm_export) --model_path ${meta} --save_dir ${save_dir} --threads ${threads}"
 infer="${python} $(value inference) --support $(value --support) --query $(value --query) --threads ${threads}"
-if [ "$(value --use_gpu)" = "True" ]; then infer="${infer} --use_gpu"; fi
+if [ "$(value --gpu)" = "True" ]; then infer="${infer} --gpu"; fi
 step infer_inference "${infer} --inference_dir ${save_dir}"
 step infer_dygraph "${infer} --model_path ${meta}"
 

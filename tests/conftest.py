@@ -46,8 +46,8 @@ def pytest_configure(config):
 
 @pytest.fixture(scope='session', autouse=True)
 def _threads():
-    import cli
-    cli.set_threads(min(2, cli.default_threads()))
+    from runtime.device import default_threads, set_threads
+    set_threads(min(2, default_threads()))
 
 
 def extract_tiny_subset(dest, classes_per_split=(8, 5, 5), images_per_class=40):

@@ -270,26 +270,29 @@ def test_test_py_scores_with_the_nearest_prototype_when_asked(pipeline, tiny_min
 @pytest.mark.parametrize('setting, expected', [({}, 'auto'), ({'FRN_MKL_AVX2': '0'}, None),
                                                ({'MKL_DEBUG_CPU_TYPE': '2'}, '2')])
 def test_mkl_avx2_hint_is_set_only_on_amd_avx2_cpus_and_never_over_the_user(setting, expected):
-    import cli
+    from runtime.process import amd_cpu_with_avx2
     env = {k: v for k, v in os.environ.items() if k not in ('MKL_DEBUG_CPU_TYPE', 'FRN_MKL_AVX2')}
     env.update(setting)
-    probe = 'import os, cli; print(os.environ.get("MKL_DEBUG_CPU_TYPE"), "MKL" in cli.mkl_note())'
+    probe = ('import os, cli, runtime.process as p; imported = os.environ.get("MKL_DEBUG_CPU_TYPE"); p.setup_process();'
+             ' print(imported, os.environ.get("MKL_DEBUG_CPU_TYPE"), "MKL" in p.mkl_note())')
     out = subprocess.run([sys.executable, '-c', probe], cwd=REPO, env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     if expected == 'auto':
-        expected = '5' if cli.amd_cpu_with_avx2() else None
-    assert out[0] == str(expected)
-    assert out[1] == str(expected is not None)  # the log header says when MKL was steered
+        expected = '5' if amd_cpu_with_avx2() else None
+    assert out[0] == str(setting.get('MKL_DEBUG_CPU_TYPE'))  # importing sets nothing: setup_process() does
+    assert out[1] == str(expected)
+    assert out[2] == str(expected is not None)  # the log header says when MKL was steered
 
 
 FAULTS_OF_A_REUSED_BUFFER = '''
 import resource
-import cli
+from runtime.process import setup_process
+kept = setup_process().malloc_kept
 import paddle
 paddle.ones([25_000_000])  # 100 MB, freed at once
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 paddle.ones([25_000_000])
-print(cli.MALLOC_KEPT, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 '''
 
 
@@ -297,7 +300,7 @@ print(cli.MALLOC_KEPT, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - befo
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='mallopt is glibc on Linux')
 @pytest.mark.parametrize('setting, kept', [(None, True), ('0', False)])
 def test_freed_memory_is_reused_without_page_faults_unless_turned_off(setting, kept):
-    """cli keeps freed memory in the heap: a second 100 MB buffer reuses the first one's pages."""
+    """setup_process keeps freed memory in the heap: a second 100 MB buffer reuses the first one's pages."""
     env = {k: v for k, v in os.environ.items() if k != 'FRN_MALLOC_KEEP'}
     if setting is not None:
         env['FRN_MALLOC_KEEP'] = setting

@@ -86,10 +86,12 @@ def test_episodes_fingerprint_is_that_of_the_sampler_episodes_of_each_task(resul
     import cli
     import test as test_script
     from data.dataset import episodes_fingerprint
-    args = test_script.parse_args(['--data_path', str(tiny_mini), '--model_path', str(CHECKPOINT['meta_frn']),
-                                   '--n_shot', '5', '--test_n_episode', '20'])
-    (split,) = cli.read_splits(args, 'test')
-    sampler = cli.episode_loader(args, split, 5, 20).batch_sampler
+    from data.loaders import episode_loader, read_splits
+    data = cli.testing_config(test_script.parse_args(['--data_path', str(tiny_mini), '--model_path',
+                                                   str(CHECKPOINT['meta_frn']), '--n_shot', '5',
+                                                   '--test_n_episode', '20'])).data
+    (split,) = read_splits(data, 'test')
+    sampler = episode_loader(data, split, 5, 20).batch_sampler
     tasks = []
     for task in range(2):
         sampler.set_epoch(task)

@@ -250,7 +250,7 @@ def test_conversion_names_unknown_missing_and_misshapen_keys(tmp_path):
     assert '1 unknown key(s): feature_extractor.layers.12.layers.0.weight' in message
     assert '1 missing key(s): feature_extractor.layers.9.layers.1._variance' in message
     assert 'scale [2] (expected [1])' in message
-    assert '--backbone' in message
+    assert '--model' in message
 
 
 def test_backbone_is_inferred_from_the_keys_and_can_be_forced():
@@ -258,7 +258,7 @@ def test_backbone_is_inferred_from_the_keys_and_can_be_forced():
     assert infer_backbone(official) == 'Conv4' and infer_backbone(official_state('ResNet12')) == 'ResNet12'
     with pytest.raises(FRNError, match='ResNet12 backbone.*missing key'):
         convert_state_dict(official, backbone='ResNet12')
-    with pytest.raises(FRNError, match='Pass --backbone'):
+    with pytest.raises(FRNError, match='Pass --model'):
         infer_backbone(['scale', 'r'])
 
 
@@ -312,9 +312,11 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith('error: refusing to read') and done.stderr.count('\n') == 1
     assert not (tmp_path / 'x.pdparams').exists()
-    forced = run_cli('--src', write_state(tmp_path / 'c4.pth', official_state('Conv4')), '--dst',
-                     tmp_path / 'y.pdparams', '--backbone', 'ResNet12', cwd=REPO)
-    assert forced.returncode == 2 and 'ResNet12 backbone' in forced.stderr
+    for flag in ('--model', '--backbone'):  # the old spelling still works, with a note
+        forced = run_cli('--src', write_state(tmp_path / 'c4.pth', official_state('Conv4')), '--dst',
+                         tmp_path / 'y.pdparams', flag, 'ResNet12', cwd=REPO)
+        assert forced.returncode == 2 and 'ResNet12 backbone' in forced.stderr
+        assert ('note: --backbone is now spelled --model' in forced.stderr) == (flag == '--backbone')
 
 
 def test_load_model_keeps_the_model_head_when_the_file_lacks_it(tmp_path):

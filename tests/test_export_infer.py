@@ -125,8 +125,8 @@ def test_export_writes_the_inference_model_and_the_head_json(work):
 COMPARE = '''
 import json, sys
 sys.path.insert(0, sys.argv[1])
-import cli
-cli.set_threads(2)
+from runtime.device import set_threads
+set_threads(2)
 from deploy.export import DygraphFeatures, InferenceFeatures
 from deploy.predict import load_images
 import numpy as np
@@ -273,10 +273,10 @@ def test_table_output_has_a_row_per_query_with_its_prediction_and_scores(work, c
 
 @pytest.mark.slow
 @pytest.mark.skipif(paddle.device.is_compiled_with_cuda(), reason='this checks the CPU-only fallback')
-def test_use_gpu_without_cuda_warns_once_and_runs_on_the_cpu(work, capsys):
+def test_gpu_without_cuda_warns_once_and_runs_on_the_cpu(work, capsys):
     features = DygraphFeatures(str(work['Conv4']), image_size=SIZE, use_gpu=True)
     err = capsys.readouterr().err
-    assert features.backend == 'dygraph on cpu' and err.count('warning: --use_gpu was given') == 1
+    assert features.backend == 'dygraph on cpu' and err.count('warning: --gpu was given') == 1
 
 
 # ---- errors users can cause: one line on stderr, exit code 2, before any work ----

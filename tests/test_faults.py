@@ -109,8 +109,8 @@ def hold_lock(folder):
 LOOPS = textwrap.dedent('''
     import faulthandler, json, sys
     faulthandler.dump_traceback_later(100, exit=True)  # before the 120 s timeout: a hang shows every thread's stack
-    import cli
-    cli.set_threads(1)
+    from runtime.device import set_threads
+    set_threads(1)
     from data.datamgr import SetDataManager, SimpleDataManager
     from data.filelist import read_split
     from data.image_cache import open_cache
@@ -229,18 +229,15 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path):
 
 
 def test_ranks_of_a_distributed_run_share_rank_0s_lock(tmp_path, monkeypatch):
-    import argparse
-
-    import cli
-    args = argparse.Namespace(resume=None, overwrite=False)
+    from engine.runlock import claim_run_dir
     holder = hold_lock(tmp_path)  # rank 0 of the run
     try:
         monkeypatch.setenv('PADDLE_TRAINER_ID', '1')
-        with cli.claim_run_dir(args, str(tmp_path)) as lock:
+        with claim_run_dir(str(tmp_path), None, False, 'python pretrain.py') as lock:
             assert lock.fd is None
         monkeypatch.setenv('PADDLE_TRAINER_ID', '0')  # rank 0 of another run
         with pytest.raises(FRNError, match='in use'):
-            cli.claim_run_dir(args, str(tmp_path))
+            claim_run_dir(str(tmp_path), None, False, 'python pretrain.py')
     finally:
         holder.kill()
         holder.wait(timeout=TIMEOUT)
@@ -332,14 +329,12 @@ def test_resume_of_another_stage_backbone_image_size_or_transform_says_what_diff
 
 @pytest.mark.slow
 def test_resume_with_another_class_count_says_so(reference):
-    import argparse
-
     from engine.trainer import read_resume_state
     from methods.FRN import FRN
-    args = argparse.Namespace(method='stl_frn', model='Conv4', dataset='mini_imagenet', image_size=32, num_classes=6)
+    run_args = dict(method='stl_frn', model='Conv4', dataset='mini_imagenet', image_size=32, num_classes=6)
     model = FRN(backbone='Conv4', is_pretraining=True, num_cat=6, image_size=32)
     with pytest.raises(FRNError, match='--num_classes is 5 there, 6 here'):
-        read_resume_state(str(reference['dir'] / 'last_model.pdopt'), args, model)
+        read_resume_state(str(reference['dir'] / 'last_model.pdopt'), run_args, model)
 
 
 @pytest.mark.slow
@@ -399,9 +394,9 @@ def test_a_write_error_of_test_results_is_one_line(data, reference, tmp_path):
 
 
 def test_cli_main_turns_an_os_error_into_one_line_and_exit_2(capsys):
-    import cli
+    from runtime.command import cli_main
 
-    @cli.cli_main
+    @cli_main
     def main():
         raise PermissionError(errno.EACCES, 'Permission denied', '/results/x.json')
     with pytest.raises(SystemExit) as exit_:

@@ -93,7 +93,7 @@ def test_the_committed_decoder_beats_each_images_mean_colour_on_test_photos(feat
 
 @pytest.mark.slow
 def test_train_inverter_resumed_after_an_interrupt_ends_bit_exact(tiny_mini, tmp_path, monkeypatch, capsys):
-    common = ['--model_path', MODEL, '--data_path', tiny_mini, '--epochs', '2', '--images_per_epoch', '16',
+    common = ['--model_path', MODEL, '--data_path', tiny_mini, '--epoch', '2', '--images_per_epoch', '16',
               '--batch_size', '8', '--val_images', '8', '--threads', '2', '--print_freq', '1']
     load_tool('train_inverter').main([str(a) for a in common + ['--out', tmp_path / 'whole']])
     log = (tmp_path / 'whole' / 'output.log').read_text()
@@ -186,7 +186,7 @@ def test_a_second_train_inverter_into_the_same_out_stops_at_once(tiny_mini, tmp_
     try:
         assert holder.stdout.readline().strip() == 'held'
         err = one_line_error(capsys, 'train_inverter', ['--model_path', MODEL, '--data_path', tiny_mini, '--out', out,
-                                                        '--epochs', '1', '--images_per_epoch', '16', '--batch_size',
+                                                        '--epoch', '1', '--images_per_epoch', '16', '--batch_size',
                                                         '8', '--val_images', '0'])
         assert f'run folder {out} is in use by another run (pid {holder.pid} ' in err and 'another --out' in err
         assert os.listdir(out) == ['run.lock']
@@ -196,7 +196,7 @@ def test_a_second_train_inverter_into_the_same_out_stops_at_once(tiny_mini, tmp_
 
 
 def test_train_inverter_resume_from_a_truncated_state_is_one_line(tiny_mini, tmp_path, capsys):
-    common = ['--model_path', MODEL, '--data_path', tiny_mini, '--out', tmp_path / 'run', '--epochs', '2',
+    common = ['--model_path', MODEL, '--data_path', tiny_mini, '--out', tmp_path / 'run', '--epoch', '2',
               '--images_per_epoch', '16', '--batch_size', '8', '--val_images', '0', '--threads', '2']
     (tmp_path / 'run').mkdir()
     (tmp_path / 'run' / 'inverter.pdparams').write_bytes(b'')

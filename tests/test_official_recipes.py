@@ -240,11 +240,11 @@ def test_recipe_trains_and_tests_as_the_official_experiment(key, plans, data, tm
     assert vars(args) == reference(script, expected, data, placeholder)
     # ours validates after epochs N, 2N, ... and the last; the official code after N, 2N, ...: the same epochs
     assert args.val == 'last' or args.epoch % args.val_freq == 0
-    run_dir = cli.run_dir(args, stage)
+    run_dir = cli.training_config(args).run_dir()
     assert comment == f'# {stage}: run folder {run_dir}'
     if kind(key) == 'finetune':  # from this recipe's own pretraining, which runs first
         assert commands[0][1][0] == 'pretrain.py'
-        pretrain_dir = cli.run_dir(parse(commands[0][1], placeholder), 'pretrain')
+        pretrain_dir = cli.training_config(parse(commands[0][1], placeholder)).run_dir()
         assert flag(words, '--pretrain_path') == f'{pretrain_dir}/best_model.pdparams'
 
     tests = commands[at + 1:at + 1 + len(official(key)['test_shot'])]

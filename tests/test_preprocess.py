@@ -145,8 +145,9 @@ def test_cross_domain_test_uses_the_models_preprocessing_unless_told_otherwise(t
     """The Omniglot model on Tiny-ImageNet photos (the reverse of paper Table 8's direction of travel):
     by default the photos get the model's grey, inverted 42 px input; --preprocess data gives them the
     natural-image transform instead. The accuracy is the one evaluate() gives with that transform."""
+    import cli
     import test as test_script
-    from cli import episode_loader, read_splits
+    from data.loaders import episode_loader, read_splits
     from engine.evaluation import evaluate
     from methods.checkpoint import load_model
     from methods.FRN import FRN
@@ -162,9 +163,9 @@ def test_cross_domain_test_uses_the_models_preprocessing_unless_told_otherwise(t
     assert "the model's preprocess.json, trained on omniglot" in results['model']['log']
     assert results['data']['preprocess'] == preprocess.record_for('mini_imagenet', 42)
 
-    args = test_script.parse_args(common)
-    (split,) = read_splits(args, 'test')
-    loader = episode_loader(args, split, 5, 10)
+    data = cli.testing_config(test_script.parse_args(common)).data
+    (split,) = read_splits(data, 'test')
+    loader = episode_loader(data, split, 5, 10)
     loader.dataset.transform = preprocess.eval_transform_from(preprocess.record_for('omniglot', 42))
     model = FRN(backbone='Conv4', image_size=42)
     load_model(model, str(CHECKPOINT))

@@ -1,6 +1,5 @@
 """The official fine-grained protocol in meta_train.py: the pass sampler, validation every N epochs with
 its own query count, Adam with L2 weight decay, and resume across all of it."""
-import argparse
 import json
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import paddle
 import pytest
 
 from conftest import REPO
+from engine.config import OptimConfig
 from engine.trainer import build_optimizer, validates_after
 
 OFFICIAL = ['--dataset', 'cars', '--method', 'meta_frn', '--model', 'Conv4', '--image_size', '32', '--lr', '0.1',
@@ -44,7 +44,7 @@ def test_validation_runs_every_val_freq_epochs_and_after_the_last(straight):
     assert sorted(ends) == [0, 1, 2]
     assert ends[0]['val_acc'] is None
     assert ends[1]['val_acc'] is not None and ends[2]['val_acc'] is not None
-    assert [validates_after(e, argparse.Namespace(val_freq=20, epoch=40)) for e in (0, 18, 19, 20, 38, 39)] == \
+    assert [validates_after(e, 20, 40) for e in (0, 18, 19, 20, 38, 39)] == \
         [False, False, True, False, False, True]
 
 
@@ -107,8 +107,8 @@ def test_adam_applies_weight_decay_as_torch_adam_does():
         layer = paddle.nn.Linear(3, 1, bias_attr=False)
         start = np.array([[0.5], [-1.5], [2.0]])
         layer.weight.set_value(start)
-        args = argparse.Namespace(opt='adam', lr=0.1, milestones=[100], gamma=0.1, wd=0.05)
-        optimizer, _ = build_optimizer(args, layer)
+        optim = OptimConfig(opt='adam', lr=0.1, milestones=(100,), gamma=0.1, wd=0.05, epoch=1)
+        optimizer, _ = build_optimizer(optim, layer)
         x = np.array([[1.0, 2.0, -1.0], [0.5, -0.3, 0.8]])
         for _ in range(5):
             loss = paddle.sum(paddle.square(layer(paddle.to_tensor(x)) - 1.0))

@@ -8,18 +8,18 @@ in parallel, and with --rebuild replaces a cache whose source images changed.
 val and test are stored resized and centre-cropped (bit-identical eval tensors), train
 with its shorter side resized to 128 px (for --image_size 84), for RandomResizedCrop.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+from runtime.command import cli_main, new_parser  # noqa: E402  (after the sys.path line)
+from utils import FRNError  # noqa: E402
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = new_parser(__doc__.split('\n')[0])
     parser.add_argument('--data_path', required=True, help='dataset folder (mini-ImageNet format or one folder per split)')
     parser.add_argument('--cache_dir', required=True, help='folder for the cache files')
     parser.add_argument('--image_size', type=int, default=84, help='input side the cache is for')
@@ -28,7 +28,7 @@ def main(argv=None):
     parser.add_argument('--rebuild', action='store_true', help='replace existing caches of these splits')
     args = parser.parse_args(argv)
     if args.image_size < 1 or args.num_workers < 0:
-        raise cli.FRNError('--image_size must be at least 1 and --num_workers 0 or more')
+        raise FRNError('--image_size must be at least 1 and --num_workers 0 or more')
     from data.filelist import read_split
     from data import image_cache
     for name in args.splits:

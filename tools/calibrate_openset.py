@@ -12,28 +12,29 @@ openset.json beside the model (the checkpoint's folder, or the exported folder),
 `tools/infer.py --reject` finds them. Calibrate on classes the model was not trained on (the
 validation split), never on the classes you will test on. See docs/deploy.md.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+from runtime.command import cli_main, new_parser  # noqa: E402  (after the sys.path line)
+from runtime.device import default_threads, set_threads  # noqa: E402
 from deploy import openset  # noqa: E402
 
 
 def add_model_flags(parser):
+    from network import BACKBONES
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument('--model_path', help='trained weights (.pdparams), run in dygraph')
     model.add_argument('--inference_dir', help='folder written by tools/export_model.py, run with paddle.inference')
-    parser.add_argument('--model', choices=list(cli.MODELS), default=None,
+    parser.add_argument('--model', choices=list(BACKBONES), default=None,
                         help='backbone (default: read from the checkpoint or the exported folder)')
-    parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
+    parser.add_argument('--threads', type=int, default=default_threads(), help='CPU math threads')
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = new_parser(__doc__.split('\n')[0])
     add_model_flags(parser)
     parser.add_argument('--data_path', required=True, help='the labelled images: a dataset folder (with --split), or '
                                                            'a folder of class folders (with --class_folders)')
@@ -46,7 +47,7 @@ def main(argv=None):
                                                     'model, where tools/infer.py --reject reads it)')
     args = parser.parse_args(argv)
     openset.check_episode_flags(args)
-    cli.set_threads(args.threads)
+    set_threads(args.threads)
     from deploy.export import feature_extractor
     from tqdm import tqdm
     split = openset.labelled_split(args.data_path, None if args.class_folders else args.split)

@@ -16,13 +16,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+from runtime.command import cli_main, new_parser  # noqa: E402  (after the sys.path line)
 from engine.compare import paired_comparison, read_result  # noqa: E402
 from utils import atomic_write_json  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = cli.new_parser(__doc__.split('\n\n')[0])
+    parser = new_parser(__doc__.split('\n\n')[0])
     parser.add_argument('a', help="model A's result JSON (test.py's results/<way>w<shot>s/<name>.json)")
     parser.add_argument('b', help="model B's result JSON, tested on the same episodes")
     parser.add_argument('--json', default=None, help='also write the numbers to this JSON file')
@@ -35,7 +35,7 @@ def describe(side, comparison, path):
     return f'{side.upper()}  {model["acc"]:6.2f} +- {model["ci95"]:.2f}%  {head}: {path}'
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
     args = parse_args(argv)
     comparison = paired_comparison(read_result(args.a), read_result(args.b))

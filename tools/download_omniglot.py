@@ -9,7 +9,6 @@ are skipped. Each file goes to a temp file first and is renamed into place only 
 checks out. Offline, it says which files to place where, and exits with code 2.
 Then use the folder as `--data_path` with `--dataset omniglot`.
 """
-import argparse
 import functools
 import hashlib
 import http.client
@@ -21,7 +20,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+from runtime.command import cli_main, new_parser  # noqa: E402  (after the sys.path line)
 from data.omniglot import CLASS_LINE, SPLITS_DIR, VINYALS_CLASSES  # noqa: E402
 from utils import FRNError, atomic_write  # noqa: E402
 
@@ -107,9 +106,9 @@ def fetch_omniglot(dst, timeout=60, log=print):
         log(f'{path}: downloaded and verified')
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = new_parser(__doc__.split('\n')[0])
     parser.add_argument('--dst', required=True, help='folder for the zips and splits_vinyals/ (created if needed)')
     parser.add_argument('--timeout', type=float, default=60, help='seconds to wait for the network before giving up')
     args = parser.parse_args(argv)

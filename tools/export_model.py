@@ -11,13 +11,13 @@ against the dygraph scores; an openset.json beside the checkpoint (tools/calibra
 is built and checked in a hidden folder beside --save_dir and only then put in its place, so an
 earlier export there stays whole until the new one is complete (deploy/export.py).
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+from runtime.command import cli_main, new_parser  # noqa: E402  (after the sys.path line)
+from runtime.device import default_threads, set_threads  # noqa: E402
 from utils import FRNError  # noqa: E402
 
 CHECK_TOLERANCE = 1e-4  # max |exported - dygraph| / max |dygraph| over the check images
@@ -34,16 +34,17 @@ def check_export(model_path, backbone, save_dir, image_size, threads, n_images=4
     return diff, diff / float(np.abs(reference).max()), exported.backend
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--model', required=True, choices=['ResNet12', 'Conv4'], help='backbone of the checkpoint')
+    from network import BACKBONES
+    parser = new_parser(__doc__.split('\n')[0])
+    parser.add_argument('--model', required=True, choices=list(BACKBONES), help='backbone of the checkpoint')
     parser.add_argument('--model_path', required=True, help='trained weights (.pdparams)')
     parser.add_argument('--save_dir', required=True, help='output folder (model.json, model.pdiparams, frn_head.json)')
     parser.add_argument('--image_size', type=int, default=None,
                         help='input side in pixels (default: the size in the preprocess.json beside the checkpoint, '
                              'which also goes into frn_head.json; 84 for a checkpoint without one)')
-    parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
+    parser.add_argument('--threads', type=int, default=default_threads(), help='CPU math threads')
     parser.add_argument('--no_check', action='store_true',
                         help='skip loading the export back and comparing it with the dygraph model')
     parser.add_argument('--classifier', action='store_true',
@@ -56,7 +57,9 @@ def main(argv=None):
         raise FRNError('--max_shot sets the size of the exported classifier; add --classifier')
     if args.image_size is not None and args.image_size < 16:
         raise FRNError(f'--image_size must be at least 16 (four 2x2 poolings), not {args.image_size}')
-    cli.set_threads(args.threads)
+    if args.threads < 1:
+        raise FRNError(f'--threads must be at least 1, not {args.threads}')
+    set_threads(args.threads)
     from deploy.export import export_model, read_head
 
     from deploy import classifier_export

@@ -11,22 +11,23 @@ classify queries against the stored classes (deploy/gallery.py; docs/deploy.md).
 support images once (add), its classifier program scores queries against every stored class (classify),
 both through paddle.inference.
 """
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+from deploy.prediction_flags import query_names  # noqa: E402
+from runtime.command import cli_main, new_parser  # noqa: E402  (after the sys.path line)
+from runtime.device import default_threads, set_threads  # noqa: E402
 from utils import FRNError  # noqa: E402
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = new_parser(__doc__.split('\n')[0])
     parser.add_argument('--gallery', required=True, help='the gallery file (.npz), created by the first add')
     parser.add_argument('--inference_dir', required=True, help='folder written by tools/export_model.py --classifier')
-    parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
+    parser.add_argument('--threads', type=int, default=default_threads(), help='CPU math threads')
     commands = parser.add_subparsers(dest='command', required=True)
     add = commands.add_parser('add', help='embed classes and store them (a class of the same name is replaced)')
     add.add_argument('--support', help='a folder with one subfolder of images per class: add them all')
@@ -47,10 +48,10 @@ def parse_args(argv):
     return args
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
     args = parse_args(argv)
-    cli.set_threads(args.threads)
+    set_threads(args.threads)
     from deploy.export import InferenceFeatures, read_head
     from deploy.gallery import Gallery
     from deploy.predict import list_queries, read_support
@@ -80,7 +81,7 @@ def main(argv=None):
         classifier = ExportedClassifier(args.inference_dir, read_head(args.inference_dir), args.threads)
         queries = list_queries(args.query)
         result = gallery.classify(queries, features, classifier, calibration)
-        names = cli.query_names(queries, args.query)
+        names = query_names(queries, args.query)
         rows = [{'query': n, 'prediction': p,
                  'scores': {c: round(float(v), 6) for c, v in zip(result['classes'], probs)}}
                 for n, p, probs in zip(names, result['predictions'], result['probabilities'])]

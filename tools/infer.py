@@ -1,7 +1,7 @@
 """Few-shot prediction on your own images with a trained FRN.
 
-    python tools/infer.py --support DIR --query PATH --model_path best_model.pdparams [--use_gpu] [--json]
-    python tools/infer.py --support DIR --query PATH --inference_dir inference/ [--use_gpu] [--json]
+    python tools/infer.py --support DIR --query PATH --model_path best_model.pdparams [--gpu] [--json]
+    python tools/infer.py --support DIR --query PATH --inference_dir inference/ [--gpu] [--json]
 
 DIR holds one subfolder per class with 1 to K example images (classes may have
 different numbers). PATH is one image or a folder of images. For each query, prints the
@@ -14,21 +14,22 @@ position (an h x w list; its mean is minus the class's score), see deploy/explai
 calibrated threshold (deploy/openset.py); --check_support reports suspicious support images first
 (deploy/support_check.py). See docs/deploy.md.
 """
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+from deploy.prediction_flags import (add_prediction_flags, check_prediction_flags,  # noqa: E402
+                                     load_prediction_inputs, query_names)
+from runtime.command import cli_main, new_parser  # noqa: E402
 
 UNKNOWN = '(unknown)'  # a query --reject turned away; "prediction": null in the JSON
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    cli.add_prediction_flags(parser)
+    parser = new_parser(__doc__.split('\n')[0])
+    add_prediction_flags(parser)
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
     parser.add_argument('--explain', action='store_true',
                         help='add each class\'s per-position reconstruction errors to the JSON (implies --json)')
@@ -40,7 +41,7 @@ def parse_args(argv=None):
     parser.add_argument('--check_support', action='store_true',
                         help='first report, per support image, how well the rest of its class rebuilds it and how '
                              'much it helps its class\'s queries, and flag the suspicious ones')
-    return cli.check_prediction_flags(parser.parse_args(argv))
+    return check_prediction_flags(parser.parse_args(argv))
 
 
 def as_json(result, names, features):
@@ -80,10 +81,10 @@ def as_table(result, names, features):
                      [line(r) for r in rows])
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
     args = parse_args(argv)
-    support, queries, features = cli.load_prediction_inputs(args)
+    support, queries, features = load_prediction_inputs(args)
     calibration = None
     if args.reject or args.calibration:
         from deploy import openset
@@ -94,7 +95,7 @@ def main(argv=None):
     else:
         from deploy.predict import predict
         result = predict(features, support, queries)
-    names = cli.query_names(result['queries'], args.query)
+    names = query_names(result['queries'], args.query)
     if calibration:
         openset.apply(result, calibration)
     if args.check_support:

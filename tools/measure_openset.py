@@ -10,22 +10,23 @@ exported classifier (paddle.inference) against dygraph on test episodes. Writes 
 (JSON) and, with --docs, the tables between <!-- openset:NAME --> and <!-- /openset:NAME --> in that file
 (deploy/open_measure.py).
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+from runtime.command import cli_main, new_parser  # noqa: E402  (after the sys.path line)
+from runtime.device import default_threads, set_threads  # noqa: E402
 from deploy import openset  # noqa: E402
 from utils import FRNError, atomic_write_json, atomic_write_text  # noqa: E402
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    from network import BACKBONES
+    parser = new_parser(__doc__.split('\n')[0])
     parser.add_argument('--model_path', required=True, help='trained FRN weights (.pdparams)')
-    parser.add_argument('--model', choices=list(cli.MODELS), default=None, help='backbone (default: from the checkpoint)')
+    parser.add_argument('--model', choices=list(BACKBONES), default=None, help='backbone (default: from the checkpoint)')
     parser.add_argument('--data_path', required=True, help='dataset folder with both splits')
     parser.add_argument('--cal_split', default='val', choices=['train', 'val', 'test'])
     parser.add_argument('--test_split', default='test', choices=['train', 'val', 'test'])
@@ -34,7 +35,7 @@ def main(argv=None):
     parser.add_argument('--plant_shot', type=int, default=5, help='support images per class in the planting trials')
     parser.add_argument('--export_episodes', type=int, default=20,
                         help='test episodes for the classifier export check (0: skip it)')
-    parser.add_argument('--threads', type=int, default=cli.default_threads(), help='CPU math threads')
+    parser.add_argument('--threads', type=int, default=default_threads(), help='CPU math threads')
     parser.add_argument('--out', required=True, help='the JSON to write')
     parser.add_argument('--docs', default=None, help='a markdown file whose openset:NAME section gets the tables')
     parser.add_argument('--name', default=None,
@@ -46,7 +47,7 @@ def main(argv=None):
     if args.cal_split == args.test_split:
         raise FRNError(f'--cal_split and --test_split are both {args.cal_split!r}: calibrate on other classes than '
                        f'the ones you measure on')
-    cli.set_threads(args.threads)
+    set_threads(args.threads)
     import numpy as np
     from tqdm import tqdm
     from data.preprocess import eval_transform_from

@@ -13,10 +13,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+from runtime.command import cli_main  # noqa: E402  (after the sys.path line)
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
     from data.prepare_inat import OUTPUTS, prepare_inat
     from data.prepare_output import preparation_parser, report

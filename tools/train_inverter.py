@@ -1,7 +1,7 @@
 """Train a decoder from a frozen FRN's feature maps back to images (feature inversion, as in the paper's figures).
 
     python tools/train_inverter.py --model_path results/.../best_model.pdparams --data_path DATA \
-        --out results/tinyimagenet32_84/inverter [--epochs 3] [--images_per_epoch 6400] [--batch_size 32] \
+        --out results/tinyimagenet32_84/inverter [--epoch 3] [--images_per_epoch 6400] [--batch_size 32] \
         [--lr 2e-3] [--val_images 256] [--threads 2] [--seed 0] [--resume]
 
 The backbone of --model_path runs in eval mode and is never updated; the decoder of
@@ -23,16 +23,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
+import cli  # noqa: E402  (after the sys.path line)
+from runtime.command import add_old_spelling, cli_main, command_line, new_parser  # noqa: E402
+from runtime.device import default_threads  # noqa: E402
 from utils import FRNError  # noqa: E402
 
 CHECKPOINT, STATE, LOG = 'inverter.pdparams', 'inverter.pdopt', 'output.log'
 
 
 def parse_args(argv=None):
-    parser = cli.new_parser(__doc__.split('\n')[0])
+    from network import BACKBONES
+    parser = new_parser(__doc__.split('\n')[0])
     parser.add_argument('--model_path', required=True, help='the FRN checkpoint (.pdparams) whose maps are inverted')
-    parser.add_argument('--model', choices=cli.MODELS, default=None,
+    parser.add_argument('--model', choices=list(BACKBONES), default=None,
                         help='backbone (default: read from the checkpoint)')
     parser.add_argument('--data_path', required=True,
                         help='dataset folder (mini-ImageNet format or class folders, as for meta_train.py)')
@@ -40,7 +43,8 @@ def parse_args(argv=None):
     parser.add_argument('--image_size', type=int, default=None,
                         help="input side in pixels (default: the model's, from the preprocess.json beside it)")
     parser.add_argument('--out', required=True, help='folder for inverter.pdparams, inverter.pdopt and output.log')
-    parser.add_argument('--epochs', type=int, default=3, help='number of epochs')
+    epoch = parser.add_argument('--epoch', type=int, default=3, help='number of epochs')
+    add_old_spelling(parser, '--epochs', epoch)
     parser.add_argument('--images_per_epoch', type=int, default=6400,
                         help='training images drawn per epoch (0: the whole split)')
     parser.add_argument('--batch_size', type=int, default=32, help='images per step')
@@ -52,10 +56,10 @@ def parse_args(argv=None):
     parser.add_argument('--overwrite', action='store_true', help=f'start afresh in an --out that holds a {CHECKPOINT}')
     parser.add_argument('--seed', type=int, default=0, help='seed for the decoder and the image order')
     parser.add_argument('--num_workers', type=int, default=0, help='DataLoader worker processes (0: main process)')
-    parser.add_argument('--threads', type=int, default=min(2, cli.default_threads()), help='CPU math threads')
+    parser.add_argument('--threads', type=int, default=min(2, default_threads()), help='CPU math threads')
     parser.add_argument('--gpu', action='store_true', help='use the GPU when this PaddlePaddle build has CUDA')
     args = parser.parse_args(argv)
-    for name in ('epochs', 'batch_size', 'threads', 'print_freq'):
+    for name in ('epoch', 'batch_size', 'threads', 'print_freq'):
         if getattr(args, name) < 1:
             raise FRNError(f'--{name} must be at least 1, not {getattr(args, name)}')
     for name in ('images_per_epoch', 'val_images', 'num_workers'):
@@ -134,23 +138,24 @@ def read_resume_state(path, record, steps):
         raise FRNError(f'--resume: {path!r} is not a state written by tools/train_inverter.py; start again with '
                        f'--overwrite')
     if state['record'].get('probe') != record['probe'] or state['steps'] != steps:
-        raise FRNError(f'--resume: {path!r} was trained on another model or with another --epochs / '
+        raise FRNError(f'--resume: {path!r} was trained on another model or with another --epoch / '
                        f'--images_per_epoch / --batch_size; give the same flags, or --overwrite')
     return state
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
     args = parse_args(argv)
     from engine.runlock import RunLock
     # one run per --out (engine/runlock.py, as for the training scripts): a second one stops at once
-    with RunLock(args.out, cli.command_line(), flag='--out').acquire() as lock:
+    with RunLock(args.out, command_line(), flag='--out').acquire() as lock:
         check_out(args)
         train_decoder(args, lock)
 
 
 def train_decoder(args, lock):
-    log = cli.start(args, os.path.join(args.out, LOG))
+    log = cli.start(os.path.join(args.out, LOG), vars(args), args.threads, args.gpu, args.seed,
+                    [f'num_workers {args.num_workers} (--num_workers)'])
     for note in lock.notes:
         log(note)
     import numpy as np
@@ -183,7 +188,7 @@ def train_decoder(args, lock):
 
     record = inverter.record_for(features, inverter.CHANNELS, args.model_path)
     model = inverter.build(record)
-    steps = args.epochs * len(batches)
+    steps = args.epoch * len(batches)
     scheduler = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate=args.lr, T_max=steps)
     optimizer = paddle.optimizer.Adam(learning_rate=scheduler, parameters=model.parameters())
     start_epoch = 0
@@ -205,9 +210,9 @@ def train_decoder(args, lock):
         f'{args.batch_size} | decoder channels {list(inverter.CHANNELS)}, '
         f'{sum(int(np.prod(p.shape)) for p in model.parameters())} parameters | out {args.out}'
         + (f' | resumed after epoch {start_epoch - 1}' if args.resume else ''))
-    cli.interrupt_hint = f'; {args.out} keeps every finished epoch: continue with the same command and --resume'
+    lock.resume_hint = f'; {args.out} keeps every finished epoch: continue with the same command and --resume'
     model.train()
-    for epoch in range(start_epoch, args.epochs):
+    for epoch in range(start_epoch, args.epoch):
         loader.set_epoch(epoch)
         total, count = 0.0, 0
         for b, (images, _) in enumerate(progress(loader, desc=f'epoch {epoch}', total=len(loader))):

@@ -16,15 +16,16 @@ the same PNG gets a third row, under the top row's columns: the decoder's image 
 own feature map, then of its reconstruction rho * q_bar = W S under each class (the maps whose
 errors the heat maps above show, from methods/ridge.recon_explain), as in the FRN paper's figures.
 """
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cli  # noqa: E402  (after the sys.path line; first, as it sets up the process)
 import utils  # noqa: E402
+from deploy.prediction_flags import (add_prediction_flags, check_prediction_flags,  # noqa: E402
+                                     load_prediction_inputs, query_names)
+from runtime.command import cli_main, new_parser  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -35,8 +36,8 @@ MAX_SUPPORT_SHOWN = 6
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    cli.add_prediction_flags(parser)
+    parser = new_parser(__doc__.split('\n')[0])
+    add_prediction_flags(parser)
     parser.add_argument('--out', required=True, help='folder for the PNGs (one per query, named after it)')
     parser.add_argument('--json', action='store_true', help='print the numbers as JSON instead of a summary')
     parser.add_argument('--top', type=int, default=3, help='support positions shown per query position')
@@ -46,7 +47,7 @@ def parse_args(argv=None):
                         help='a decoder checkpoint of tools/train_inverter.py (inverter.pdparams) trained on this '
                              'model: adds a row of decoded images, the query\'s map and its reconstruction under '
                              'each class')
-    args = cli.check_prediction_flags(parser.parse_args(argv))
+    args = check_prediction_flags(parser.parse_args(argv))
     if args.top < 1 or args.positions < 1:
         raise utils.FRNError(f'--top and --positions must be at least 1 (got {args.top} and {args.positions})')
     return args
@@ -191,10 +192,10 @@ def as_json(result, i, png):
             'correspondences': result['correspondences'][i]}
 
 
-@cli.cli_main
+@cli_main
 def main(argv=None):
     args = parse_args(argv)
-    support, queries, features = cli.load_prediction_inputs(args)
+    support, queries, features = load_prediction_inputs(args)
     from data.images import load_image
     from deploy import inverter
     from deploy.explain import explain, model_view
@@ -203,7 +204,7 @@ def main(argv=None):
         inverter.check_matches(record, features, args.inverter)
     result = explain(features, support, queries, top=args.top, positions=args.positions,
                      reconstruct=bool(args.inverter))
-    result['names'] = cli.query_names(queries, args.query)
+    result['names'] = query_names(queries, args.query)
     size = features.image_size
     records = []
     for i, png in enumerate(output_names(result['names'])):
