@@ -7,9 +7,11 @@ reference cycle, whose condition variable a parent thread had been using; the ch
 have that thread, so the destruction waits for it for ever. Whether a collection runs in the
 child, and what it finds, depends on timing.
 
-So every fork happens inside `collected_and_frozen()`: the parent's garbage is collected
+So every fork of this process (paddle.io.DataLoader's workers, which must inherit the dataset)
+happens inside `collected_and_frozen()`: the parent's garbage is collected
 first, and what is left is frozen (gc.freeze) across the fork, so children never collect
 what they inherited. The parent unfreezes right after; its own collections go on as before.
+Workers that need nothing of the parent (the image cache's) start from a fork server instead.
 """
 import contextlib
 import gc

@@ -39,7 +39,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from data.filelist import SplitList
-from data.forking import collected_and_frozen
 from data.transforms import eval_resize
 from utils import FRNError, atomic_write, atomic_write_text
 
@@ -126,6 +125,15 @@ def _prepared_pixels(args):
     return np.ascontiguousarray(np.asarray(prepare(split.load_image(i), spec), dtype=np.uint8))
 
 
+def worker_pool(num_workers):
+    """A process pool whose workers start from a fresh fork server, not from this process.
+
+    This process may run paddle's threads; a fork of it inherits their locks and its garbage, which a
+    child can block on for ever (data/forking.py). The cache's workers only decode and resize images,
+    so they need nothing of this process's state and start clean."""
+    return multiprocessing.get_context('forkserver').Pool(num_workers)
+
+
 def build(split, stem, spec, num_workers=0, log=print):
     """Decode, prepare and store every image of `split`; the manifest is written last."""
     n = len(split)
@@ -137,10 +145,7 @@ def build(split, stem, spec, num_workers=0, log=print):
     jobs = ((split, spec, i) for i in range(n))
 
     def write(tmp):
-        pool = None
-        if num_workers > 0:
-            with collected_and_frozen():  # see data/forking.py
-                pool = multiprocessing.get_context('fork').Pool(num_workers)
+        pool = worker_pool(num_workers) if num_workers > 0 else None
         try:
             pixels = pool.imap(_prepared_pixels, jobs, chunksize=64) if pool else map(_prepared_pixels, jobs)
             offset = 0

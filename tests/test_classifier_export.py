@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_tool
 from deploy.classifier_export import ExportedClassifier, compare_with_dygraph, pad_support
 from deploy.export import DygraphFeatures, read_head
 from deploy.predict import class_scores, load_images, read_support
@@ -45,6 +45,7 @@ def cars(cars_small):
     return [sorted(str(p) for p in folder.iterdir()) for folder in sorted((cars_small / 'test').iterdir())]
 
 
+@pytest.mark.slow
 def test_export_writes_the_classifier_beside_the_feature_program_and_checks_it(export):
     folder, stdout = export
     assert {PROGRAM, 'classifier.pdiparams', 'model.pdiparams', 'frn_head.json'} <= {p.name for p in folder.iterdir()}
@@ -53,6 +54,7 @@ def test_export_writes_the_classifier_beside_the_feature_program_and_checks_it(e
     assert 'classifier scores within' in stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('shots', [(1, 2, 3, 4, 5), (5, 5, 5, 5, 5), (1, 1), (3, 1, 4)])
 def test_exported_classifier_gives_the_dygraph_scores_on_real_episodes(export, cars, shots):
     """Real Cars crops, classes of unequal sizes (zero-padded to max_shot in the program): scores within 2e-5 of
@@ -79,6 +81,7 @@ def test_a_class_with_more_images_than_the_export_takes_is_refused():
         pad_support([np.zeros((7, 25, 64), np.float32), np.zeros((2, 25, 64), np.float32)], 5)
 
 
+@pytest.mark.slow
 def test_gallery_adds_removes_and_classifies_like_infer(export, cars, tmp_path):
     """Classes added from a support folder, one more by name, one removed: classify gives infer.py's predictions
     (dygraph) for the same classes, scores within the tolerance."""
@@ -118,6 +121,7 @@ def test_gallery_adds_removes_and_classifies_like_infer(export, cars, tmp_path):
         assert max(abs(a['scores'][c] - b['scores'][c]) for c in got['classes']) <= 1e-5
 
 
+@pytest.mark.slow
 def test_gallery_of_another_model_is_refused(export, cars, tmp_path):
     folder, _ = export
     from deploy.gallery import Gallery
@@ -130,3 +134,12 @@ def test_gallery_of_another_model_is_refused(export, cars, tmp_path):
     with pytest.raises(FRNError, match='holds maps of another model'):
         Gallery.open(str(tmp_path / 'g.npz'), features)
     assert read_support  # the folder reader the gallery's add --support uses
+
+
+def test_gallery_add_needs_a_support_folder_or_a_named_class_with_images(capsys, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        load_tool('gallery').main(['--gallery', str(tmp_path / 'g.npz'), '--inference_dir', str(tmp_path), 'add',
+                                   '--name', 'sedan'])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and 'add takes either --support DIR, or --name NAME with --images FILE' in err
+    assert not (tmp_path / 'g.npz').exists()

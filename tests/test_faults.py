@@ -282,6 +282,7 @@ def test_a_fresh_run_refuses_a_folder_with_another_runs_checkpoints_and_overwrit
     ('meta_train.py', [*SMALL, '--train_n_way', '5', '--train_n_episode', '2', '--val_n_episode', '2',
                        '--pretrain_path', 'damaged.pdparams'], 'cannot read checkpoint'),
 ])
+@pytest.mark.slow
 def test_overwrite_keeps_the_earlier_run_when_a_check_of_the_new_one_fails(script, flags, error, data, reference,
                                                                           tmp_path):
     """--overwrite deletes the earlier checkpoints only once the new run has passed its checks."""
@@ -549,6 +550,7 @@ def test_one_way_episodes_and_one_class_pretraining_are_refused(data, reference,
     assert not (tmp_path / 'checkpoints').exists() or not any((tmp_path / 'checkpoints').rglob('*.*'))
 
 
+@pytest.mark.slow
 def test_a_model_tested_through_its_own_record_reports_the_size_it_ran_at_and_cache_dir_is_refused_first(
         data, reference, tmp_path):
     """A 32 px model tested with --image_size left at 84 runs at 32 px (its preprocess.json): the JSON says 32.
@@ -648,6 +650,7 @@ def test_resume_auto_continues_a_rewound_run_not_the_later_epochs_it_abandoned(r
 
 
 @pytest.mark.parametrize('pattern', ['0\\.pdopt', '7\\.pdopt', 'last_model\\.pdparams'])
+@pytest.mark.slow
 def test_a_kill_between_an_epochs_checkpoint_files_resumes_from_its_newest_complete_state(pattern, data, reference,
                                                                                           tmp_path):
     """0.pdopt: no last_model yet (--resume auto once refused: 'no last_model.pdopt'); 7.pdopt: the last epoch,

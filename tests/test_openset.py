@@ -111,6 +111,7 @@ def infer(*args):
     return result
 
 
+@pytest.mark.slow
 def test_calibrate_then_infer_reject_turns_away_characters_of_other_classes(omni, folders, tmp_path):
     """tools/calibrate_openset.py writes openset.json beside a copy of the checkpoint; infer.py --reject finds it
     and answers null for most queries of classes outside the support, and the right class for most of the others."""
@@ -145,6 +146,7 @@ def test_calibrate_then_infer_reject_turns_away_characters_of_other_classes(omni
     assert table.count('(unknown)') == sum(r['prediction'] is None for r in rows)
 
 
+@pytest.mark.slow
 def test_a_calibration_of_another_model_is_refused_in_one_line(omni, folders, tmp_path):
     f = omni['features']
     record = openset.calibrate(f, *omni['cal'], shots=(1,), episodes=5)
@@ -233,3 +235,11 @@ def test_calibrate_tool_refuses_too_few_images_per_class(capsys):
                                             '--images_per_class', '6'])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and '--images_per_class 6 is fewer than' in err
+
+
+def test_measure_tool_refuses_to_calibrate_and_measure_on_the_same_classes(capsys):
+    with pytest.raises(SystemExit) as stop:
+        load_tool('measure_openset').main(['--model_path', str(CHECKPOINT), '--data_path', 'x', '--out', 'm.json',
+                                          '--cal_split', 'test', '--test_split', 'test'])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--cal_split and --test_split are both 'test'" in err
