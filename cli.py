@@ -183,7 +183,7 @@ def resolve_num_workers(num_workers, gpu):
     """(--num_workers, why): the flag's value when given, else the default for the device this run will use.
 
     0 on the CPU (measured: on 2 cores, workers load no more images per second than the main
-    process, see README "Data loading workers"); min(4, cores) on a GPU, where the main process
+    process, see docs/performance.md, "Data loading workers"); min(4, cores) on a GPU, where the main process
     alone cannot decode and augment batches fast enough.
     """
     if num_workers is not None:

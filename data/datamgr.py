@@ -17,7 +17,7 @@ from runtime.paddle_internals import (default_collate_fn, loader_thread, loader_
                                        shut_down_loader)
 from utils import FRNError
 
-# What paddle's DataLoader workers do (paddle 3.3.1, measured; see README "Data loading workers"):
+# What paddle's DataLoader workers do (paddle 3.3.1, measured; see docs/performance.md, "Data loading workers"):
 # - `timeout` is only how often the loader checks that its workers are alive: a dead worker
 #   (killed, out of memory) is noticed at the next check, but a stuck worker is waited for forever.
 # - Shared memory carries batches from the workers faster than pipes, but when /dev/shm is small
@@ -101,9 +101,9 @@ class EpochLoader:
 
 # A worker's exception would reach the main process through paddle's reader thread, which
 # re-raises it and dies; the main thread then sees only "Blocking queue is killed", and
-# whether the original can still be caught there depends on timing (README, "Data loading
-# workers"). So a worker never raises: an item it cannot read becomes a batch
-# {FAILURE: message}, which travels like any batch, in order, and is raised in the main process.
+# whether the original can still be caught there depends on timing. So a worker never raises:
+# an item it cannot read becomes a batch {FAILURE: message}, which travels like any batch, in
+# order, and is raised in the main process.
 FAILURE = 'data loading failure'
 
 

@@ -12,7 +12,7 @@ A split is cached in one of two forms, for the transform that will read it:
   kept) so that its shorter side is `train_short_side(S)`, 128 for S = 84; smaller images
   are kept as they are. RandomResizedCrop(S) then crops this copy instead of the
   original: the same crop boxes relative to the image, but crops smaller than S x S in
-  the copy are upsampled where the original had the pixels (see the README).
+  the copy are upsampled where the original had the pixels (see docs/performance.md).
 
 Files, per split and form:
   <cache_dir>/<split>-<form><S>-<key>.u8     every image's HWC uint8 pixels back to back (read as np.memmap)

@@ -49,7 +49,7 @@ class FRN(paddle.nn.Layer):
         if is_pretraining:
             if backbone == 'Conv4':
                 # unit-norm positions, hence flat first logits, as ResNet-12's division by sqrt(640) gives
-                # (README "Known deviations"); an initialisation only
+                # (docs/development.md, "Against the official code"); an initialisation only
                 self.feature_extractor.init_output_scale(1.0 / math.sqrt(self.d))
             self.num_cat = num_cat
             # one learned "support" feature map per training class: matrix M of Section 3.6

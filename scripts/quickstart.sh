@@ -9,7 +9,7 @@
 #
 # Setting: Conv-4 at 42x42 px (a 2x2 feature map), Lake's background/evaluation alphabet split
 # (792 training characters, tested on the 659 characters of the 20 evaluation alphabets), one
-# short stage each. The full-budget Omniglot recipe is in README "Results".
+# short stage each. The full-budget Omniglot recipe is in docs/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

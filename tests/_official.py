@@ -129,7 +129,7 @@ class ExactLeakyReLU(paddle.nn.Layer):
 
 
 def use_exact_leaky_relu(model):
-    """Swap every LeakyReLU for ExactLeakyReLU: Paddle 2.x holds the slope as a float32 (README "Known deviations")."""
+    """Swap every LeakyReLU for ExactLeakyReLU: Paddle 2.x holds the slope as a float32 (docs/development.md, "Against the official code")."""
     for layer in model.sublayers(include_self=True):
         for name, child in list(layer.named_children()):
             if isinstance(child, paddle.nn.LeakyReLU):

@@ -8,6 +8,7 @@ import importlib.util
 import io
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -26,6 +27,23 @@ def load_tool(name):
     spec.loader.exec_module(module)
     return module
 
+
+def quoted_commands(*docs):
+    """The command lines of the ```bash blocks of these markdown files (paths from the repository root), lines
+    continued with a backslash joined: [(doc, line)]."""
+    found = []
+    for doc in docs:
+        for block in re.findall(r'```bash\n(.*?)```', (REPO / doc).read_text(encoding='utf-8'), flags=re.S):
+            line = ''
+            for raw in block.splitlines():
+                if raw.rstrip().endswith('\\'):
+                    line += raw.rstrip()[:-1] + ' '
+                    continue
+                line = (line + raw).strip()
+                if line:
+                    found.append((doc, line))
+                line = ''
+    return found
 
 def shared_path(*parts):
     """Path inside the shared folder, or skip the test with the reason (fail it under FRN_REQUIRE_SHARED=1)."""

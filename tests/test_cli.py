@@ -180,30 +180,6 @@ def test_gpu_flag_on_a_cpu_build_warns_once_and_runs_on_cpu(tiny_mini, tmp_path,
     assert 'device cpu' in result.stdout and '2 Test Acc' in result.stdout
 
 
-def test_the_seed_commands_parse_exactly_as_published(tiny_mini, tmp_path):
-    """The three commands users paste from the project page, flag for flag."""
-    import meta_train
-    import pretrain
-    import test as test_script
-    ckpt = tmp_path / 'best_model.pdparams'
-    ckpt.write_bytes(b'')
-    data = str(tiny_mini)
-    args = pretrain.parse_args(
-        f'--dataset mini_imagenet --data_path {data} --method stl_frn --lr 1e-1 --gamma 1e-1 --epoch 350 '
-        f'--milestones 200 300 --batch_size 512 --val_n_episode 600 --image_size 84 --model ResNet12 --n_shot 1 '
-        f'--n_query 15 --gpu'.split())
-    assert (args.lr, args.epoch, args.milestones, args.batch_size, args.gpu) == (0.1, 350, [200, 300], 512, True)
-    args = meta_train.parse_args(
-        f'--dataset mini_imagenet --data_path {data} --method meta_frn --lr 1e-3 --gamma 1e-1 --epoch 150 '
-        f'--train_n_episode 1000 --val_n_episode 600 --milestones 70 120 --image_size 84 --model ResNet12 '
-        f'--train_n_way 20 --val_n_way 5 --n_shot 5 --n_query 15 --gpu --pretrain_path {ckpt}'.split())
-    assert (args.train_n_way, args.n_shot, args.train_n_episode, args.milestones) == (20, 5, 1000, [70, 120])
-    args = test_script.parse_args(
-        f'--dataset mini_imagenet --data_path {data} --model ResNet12 --method meta_frn --image_size 84 --gpu '
-        f'--n_shot 1 --model_path {ckpt} --test_task_nums 1 --test_n_episode 600'.split())
-    assert (args.test_n_way, args.n_query, args.test_task_nums, args.test_n_episode) == (5, 15, 1, 600)
-
-
 def test_pretrain_defaults_are_the_documented_ones(tiny_mini):
     import pretrain
     args = pretrain.parse_args(['--data_path', str(tiny_mini)])

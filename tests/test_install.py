@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, load_tool
+from conftest import REPO, load_tool, quoted_commands
 
 GUARD = REPO / 'tools' / 'install.py'
 
@@ -86,6 +86,26 @@ def test_ci_installs_with_exactly_the_readme_command():
     ci = (REPO / '.ci' / 'run').read_text()
     assert re.search(r'^\s*python tools/install\.py\s*$', ci, flags=re.M)
     assert 'pip install --quiet -r requirements.txt' not in ci and 'pip install -r requirements.txt' not in ci
+
+
+
+def test_the_readme_states_the_fast_tier_and_the_test_command_ci_runs():
+    """The README's Tests section names the fast tier and the whole suite exactly as .ci/run runs it: CI's
+    environment variables exported, then its pytest line."""
+    section = (REPO / 'README.md').read_text().split('## Tests', 1)[1].split('\n## ', 1)[0]
+    readme = [line.split('#')[0].strip() for _, line in quoted_commands('README.md') if line.split('#')[0].strip()
+              and line.split('#')[0].strip() in section]
+    assert 'python -m pytest -q -m "not slow"' in readme
+    assert 'bash .ci/run' in readme
+    ci = (REPO / '.ci' / 'run').read_text()
+    ci_pytest = re.findall(r'^\s*(python -m pytest\b.*?)\s*$', ci, flags=re.M)
+    assert len(ci_pytest) == 1, ci_pytest
+    whole = [c for c in readme if c.endswith(ci_pytest[0])]
+    assert whole, f'the README should quote CI\'s test command {ci_pytest[0]!r}: {readme}'
+    for assignment in whole[0][:-len(ci_pytest[0])].split():
+        assert re.search(rf'^export {re.escape(assignment)}$', ci, flags=re.M), assignment
+    markers = (REPO / 'pytest.ini').read_text()
+    assert re.search(r'^\s+slow:', markers, flags=re.M), 'the fast tier needs the slow marker'
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """FRN and the official ProtoNet both learn: 40 episodes of meta-training on real Omniglot characters lift
-5-way 1-shot accuracy on unseen characters far above the same model untrained (at scale: README "Results")."""
+5-way 1-shot accuracy on unseen characters far above the same model untrained (at scale: docs/results.md)."""
 import json
 import subprocess
 import sys

@@ -122,10 +122,10 @@ def test_batchnorm_uses_eps_1e5_and_torch_momentum_0_1():
 
 
 def test_paddle_batchnorm_running_var_uses_the_biased_batch_variance_unlike_torch():
-    """Known deviation, documented in the README: torch updates the running variance
+    """Known deviation, documented in docs/development.md: torch updates the running variance
     with the unbiased batch variance (n / (n - 1)), Paddle with the biased one, and
-    Paddle's momentum is a float32. If this test fails, Paddle changed: update the
-    README and the correction in test_frn_official.py."""
+    Paddle's momentum is a float32. If this test fails, Paddle changed: update
+    docs/development.md and the correction in test_frn_official.py."""
     paddle.set_default_dtype('float64')
     try:
         bn = paddle.nn.BatchNorm2D(3, momentum=0.9, epsilon=1e-5)

@@ -126,7 +126,7 @@ def recipe_of(key):
 
 
 def expected_training(key):
-    """Our training flags for an official experiment, by the mapping of README 'Reproducing the paper's tables'."""
+    """Our training flags for an official experiment, by the mapping of docs/reproducing.md, 'What the recipes run'."""
     o, folder = official(key), FOLDER.get(key.split('/')[0], key.split('/')[0])
     assert o['opt'] == 'adam' or o['nesterov']  # our SGD is always Nesterov; torch's Adam ignores --nesterov
     if o['decay_epoch']:  # MultiStepLR

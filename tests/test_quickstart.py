@@ -1,4 +1,4 @@
-"""scripts/quickstart.sh: its data lookup. (The full run takes about 6 minutes; README "Results" has its timing.)"""
+"""scripts/quickstart.sh: its data lookup. (The full run takes about 6 minutes; scripts/quickstart.sh has its timing.)"""
 import os
 import subprocess
 

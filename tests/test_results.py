@@ -1,4 +1,5 @@
-"""The committed results: the Omniglot checkpoint still classifies, and the README quotes the committed JSONs."""
+"""The committed results: the Omniglot checkpoint still classifies, and the README and docs/results.md quote the
+committed JSONs."""
 import json
 import re
 
@@ -28,15 +29,40 @@ def test_committed_omniglot_checkpoint_is_far_above_chance_on_seeded_test_episod
     assert result['acc'] > 90.0, f'5-way 1-shot accuracy {result["acc"]:.2f}% (chance is 20%)'
 
 
-def test_readme_results_table_quotes_the_committed_json_files():
-    readme = (REPO / 'README.md').read_text()
+def cell(result):
+    return f'{result["acc"]:.2f} ± {result["ci95"]:.2f}'
+
+
+def test_readme_results_table_has_a_row_per_committed_json_with_its_number_and_a_link_to_it():
+    readme = (REPO / 'README.md').read_text(encoding='utf-8')
     results = committed_results()
     assert len(results) >= 6, 'the Omniglot and Tiny-ImageNet test JSONs should be committed'
     for path in results:
         r = json.loads(path.read_text())
-        cell = f'{r["acc"]:.2f} ± {r["ci95"]:.2f}'
         rel = path.relative_to(REPO).as_posix()
-        rows = [line for line in readme.splitlines() if rel in line]
-        assert rows, f'README results table has no row citing {rel}'
-        assert any(cell in row for row in rows), f'README row for {rel} should say {cell}: {rows}'
+        rows = [line for line in readme.splitlines() if f']({rel})' in line and line.startswith('|')]
+        assert len(rows) == 1, f'README results table should have one row linking {rel}: {rows}'
+        assert f'| {cell(r)} |' in rows[0], f'README row for {rel} should say {cell(r)}: {rows[0]}'
         assert re.search(r'\b%d-way %d-shot\b' % (r['n_way'], r['n_shot']), rows[0]), rows[0]
+
+
+def test_results_page_quotes_each_committed_json_where_it_links_it():
+    page = (REPO / 'docs' / 'results.md').read_text(encoding='utf-8')
+    for path in committed_results():
+        rel = '../' + path.relative_to(REPO).as_posix()
+        lines = [line for line in page.splitlines() if f']({rel})' in line]
+        assert lines, f'docs/results.md does not link {rel}'
+        r = json.loads(path.read_text())
+        for line in lines:  # a table row, or a cell: the number stands just before the link
+            assert f'{cell(r)} ([json]({rel}))' in line or f'| {cell(r)} |' in line, (rel, line)
+
+
+def test_every_accuracy_with_an_interval_in_the_readme_and_results_page_is_a_committed_or_paper_number():
+    """No number with an interval is quoted that is neither one of our JSONs nor a paper's, as docs/reproducing.md
+    gives them."""
+    ours = {cell(json.loads(p.read_text())) for p in committed_results()}
+    paper = set(re.findall(r'\d+\.\d\d ± \d\.\d\d', (REPO / 'docs' / 'reproducing.md').read_text(encoding='utf-8')))
+    for doc in ('README.md', 'docs/results.md'):
+        quoted = set(re.findall(r'\d+\.\d\d ± \d\.\d\d', (REPO / doc).read_text(encoding='utf-8')))
+        assert quoted, doc
+        assert quoted <= ours | paper, f'{doc} quotes numbers no committed file holds: {sorted(quoted - ours - paper)}'
