@@ -195,7 +195,7 @@ def as_json(result, i, png):
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
-    support, queries, features = load_prediction_inputs(args)
+    support, queries, _, features = load_prediction_inputs(args)
     from data.images import load_image
     from deploy import inverter
     from deploy.explain import explain, model_view
