@@ -24,8 +24,9 @@ def parse_args(argv=None):
     g.add_argument('--batch_size', type=int, default=128,
                    help='images per batch; under paddle.distributed.launch this is the global batch, split '
                         'evenly among the processes')
-    g.add_argument('--num_classes', type=int, default=64,
-                   help='base classes; when the data has another number, the data wins (with a warning)')
+    g.add_argument('--num_classes', type=int, default=None,
+                   help='base classes (default: the number of classes in the training data; a different number '
+                        'given here is overridden by the data, with a warning)')
     g.add_argument('--train_n_way', type=int, default=20,
                    help='not used by pretraining; accepted so the meta-training command line can be reused')
     args = parser.parse_args(argv)
@@ -56,7 +57,9 @@ def main(argv=None):
             raise FRNError(f'{train_split.source} has {train_split.n_classes} class; pretraining classifies '
                            f'among the training classes, so it needs at least 2 (with one, the loss is 0 and the '
                            f'accuracy 100% from the start)')
-        if config.batches.num_classes != train_split.n_classes:
+        if config.batches.num_classes is None:
+            config = config.with_num_classes(train_split.n_classes)
+        elif config.batches.num_classes != train_split.n_classes:
             log(f'warning: --num_classes {config.batches.num_classes} disagrees with the {train_split.n_classes} '
                 f'classes of {train_split.source}; using {train_split.n_classes}')
             config = config.with_num_classes(train_split.n_classes)

@@ -27,7 +27,15 @@ def grid_side(resolution):
     return side
 
 
-def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=2, reconstruct=False):
+def traced_positions(resolution, positions=None):
+    """How many best (and as many worst) positions to trace on a map of `resolution` positions: at most half of
+    them; by default (None) 2, and 1 on maps under 16 positions, so that a 2 x 2 map is not all best or worst."""
+    if positions is None:
+        return max(1, min(2, resolution // 8))
+    return max(1, min(positions, resolution // 2))
+
+
+def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=None, reconstruct=False):
     """Error maps, scores, probabilities and correspondences from feature maps.
 
     query_maps: [Q, r, d]; support_maps: one [k_c, r, d] per class (k_c may differ).
@@ -37,7 +45,7 @@ def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=
     a list of {'kind': 'best'|'worst', 'row', 'col', 'error', 'support': top `top` of
     {'image' (index within the predicted class), 'row', 'col', 'weight'}}}, and with `reconstruct`
     'reconstructions' [Q, way, r, d]: each class's rho * q_bar = W S, the maps whose errors these
-    are; `positions` best and as many worst positions under the predicted class (fewer if the grid is small).
+    are; `positions` best and as many worst positions under the predicted class (see traced_positions).
     """
     n_query, resolution, _ = query_maps.shape
     side = grid_side(resolution)
@@ -48,7 +56,7 @@ def explain_maps(query_maps, support_maps, alpha, beta, scale, top=3, positions=
     weights = [w.numpy() for w in head['weights']]  # way x [Q, r, k_c*r]
     scores = scores.numpy()
     predicted = scores.argmax(axis=1)
-    n_each = max(1, min(positions, resolution // 2))
+    n_each = traced_positions(resolution, positions)
     correspondences = []
     for i, c in enumerate(predicted):
         flat = errors[i, c].reshape(-1)  # r
@@ -74,7 +82,7 @@ def _correspondence(kind, position, error, weights, side, top):
                          'col': int(j % side), 'weight': float(weights[j])} for j in best]}
 
 
-def explain(features, support, queries, top=3, positions=2, reconstruct=False):
+def explain(features, support, queries, top=3, positions=None, reconstruct=False):
     """deploy/predict.predict's result plus 'errors', 'correspondences' (see explain_maps), and with
     `reconstruct` also 'reconstructions'.
 

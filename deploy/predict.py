@@ -48,17 +48,37 @@ def read_support(support_dir):
     return support
 
 
-def list_queries(query_path):
-    """One image file, or the images of a folder (sorted, not recursive)."""
+def read_queries(query_path, classes=None):
+    """(image paths, true class of each or None): one image file; the images of a folder (sorted, not recursive);
+    or, when the folder holds no images but class subfolders (query/<class>/img.jpg), their images labelled by the
+    subfolder's name, which must be one of `classes` (the support's) when given."""
     if os.path.isfile(query_path):
-        return [query_path]
+        return [query_path], None
     if not os.path.isdir(query_path):
         raise FRNError(f'--query {query_path!r} does not exist; give an image file or a folder of images')
     images = _images_in(query_path)
-    if not images:
-        raise FRNError(f'--query folder {query_path!r} holds no images ({", ".join(IMAGE_EXTENSIONS)}); '
-                       f'give an image file or a folder with images')
-    return [os.path.join(query_path, f) for f in images]
+    if images:
+        return [os.path.join(query_path, f) for f in images], None
+    folders = sorted(d for d in os.listdir(query_path)
+                     if os.path.isdir(os.path.join(query_path, d)) and not d.startswith('.'))
+    paths, truths = [], []
+    for name in folders:
+        if classes is not None and name not in classes:
+            raise FRNError(f'query class folder {os.path.join(query_path, name)!r} is not a class of the support '
+                           f'({", ".join(classes)}); name each query subfolder after a support class')
+        found = _images_in(os.path.join(query_path, name))
+        paths += [os.path.join(query_path, name, f) for f in found]
+        truths += [name] * len(found)
+    if not paths:
+        raise FRNError(f'--query folder {query_path!r} holds no images ({", ".join(IMAGE_EXTENSIONS)}), neither '
+                       f'directly nor in class subfolders; give an image file, a folder with images, or a folder '
+                       f'of class subfolders named as the support\'s')
+    return paths, truths
+
+
+def list_queries(query_path):
+    """Image paths of read_queries: one image file, the images of a folder, or those of its class subfolders."""
+    return read_queries(query_path)[0]
 
 
 def load_images(paths, image_size=84, preprocess=None):

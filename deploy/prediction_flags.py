@@ -10,7 +10,9 @@ def add_prediction_flags(parser):
     """--support, --query, the model (a checkpoint or an exported folder) and how it runs."""
     from network import BACKBONES
     parser.add_argument('--support', required=True, help='folder with one subfolder of example images per class')
-    parser.add_argument('--query', required=True, help='an image, or a folder of images, to classify')
+    parser.add_argument('--query', required=True,
+                        help='an image, or a folder of images, to classify; or a folder of class subfolders named as '
+                             'the support\'s (query/<class>/img.jpg), whose true classes give an accuracy')
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument('--model_path', help='trained weights (.pdparams), run in dygraph')
     model.add_argument('--inference_dir', help='folder written by tools/export_model.py, run with paddle.inference')
@@ -35,14 +37,22 @@ def check_prediction_flags(args):
 
 
 def load_prediction_inputs(args):
-    """(support, queries, feature extractor), the folders checked before the model is loaded."""
+    """(support, queries, their true classes or None, feature extractor), the folders checked before the model is
+    loaded. Warns once on stderr when most images look unlike the model's training data (deploy/domain.py)."""
     set_threads(args.threads)
-    from deploy.export import feature_extractor
-    from deploy.predict import list_queries, read_support
-    support, queries = read_support(args.support), list_queries(args.query)  # folder errors before any work
+    from deploy.domain import mismatch
+    from deploy.export import feature_extractor, warn
+    from deploy.predict import read_queries, read_support
+    support = read_support(args.support)  # folder errors before any work
+    queries, truths = read_queries(args.query, [name for name, _ in support])
     features = feature_extractor(args.model_path, args.inference_dir, args.model, args.image_size, args.gpu,
                                  args.threads)
-    return support, queries, features
+    images = [p for _, paths in support for p in paths] + queries
+    record = features.preprocess or {}
+    outside = mismatch(record.get('family'), images, record.get('dataset'))
+    if outside:
+        warn(outside)
+    return support, queries, truths, features
 
 
 def query_names(queries, query_path):

@@ -112,6 +112,20 @@ class TrainConfig(_Sections):
                 f'{self.model.model}_{self.model.method}_{self.batches.train_n_way}way_{self.data.n_shot}shot_metatrain')
         return os.path.join(self.run.checkpoint_dir, self.data.dataset, name)
 
+    def train_way(self):
+        """How many classes each training prediction chooses among: all the base classes (pretraining) or the
+        episode's way."""
+        return self.batches.num_classes if self.pretraining else self.batches.train_n_way
+
+    def accuracy_notes(self):
+        """(train, val): what the logged accuracies are over, with chance, for people reading output.log."""
+        way = self.train_way()
+        train = (f'over all {way} training classes' if self.pretraining else
+                 f'on {way}-way {self.data.n_shot}-shot training episodes')
+        val_way = self.val.val_n_way
+        return (f'% {train}, chance {100 / way:.2f}' if way else f'% {train}',
+                f'% on {val_way}-way {self.data.n_shot}-shot val episodes, chance {100 / val_way:.2f}')
+
     def val_episode(self):
         """(way, shot, query) of the validation episodes."""
         return self.val.val_n_way, self.data.n_shot, self.val.val_n_query

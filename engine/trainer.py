@@ -292,6 +292,7 @@ def train(config, model, train_loader, train_step, val_loader, log):
     --val last)."""
     optim, val, run, compute = config.optim, config.val, config.run, config.compute
     run_dir, run_args = config.run_dir(), config.as_flags()
+    train_note, val_note = config.accuracy_notes()
     optimizer, scheduler = build_optimizer(optim, model)
     start_epoch, best_acc, best_epoch = 0, -1.0, -1
     path, state = resume_path(run.resume, run_dir)
@@ -360,7 +361,7 @@ def train(config, model, train_loader, train_step, val_loader, log):
                 best_acc, best_epoch = val_acc, epoch
                 log('best model! save...')
                 atomic_save(model.state_dict(), ckpt('best_model'))
-            log(f'val loss is {val_loss:.2f}, val acc is {val_acc:.2f}')
+            log(f'val loss is {val_loss:.2f}, val acc is {val_acc:.2f} ({val_note})')
             log(f'model best acc is {best_acc:.2f}, best acc epoch is {best_epoch}')
         elif val.val != 'meta':
             best_epoch = epoch
@@ -370,10 +371,11 @@ def train(config, model, train_loader, train_step, val_loader, log):
         save_checkpoint(ckpt('last_model'), model, optimizer, scheduler, epoch, best_acc, best_epoch, run_args)
         minutes = (time.time() - start) / 60
         log(f'This epoch use {minutes:.2f} minutes')
-        log(f'train loss is {train_loss:.2f}, train acc is {train_acc:.2f}')
+        log(f'train loss is {train_loss:.2f}, train acc is {train_acc:.2f} ({train_note})')
         metrics.epoch_end(epoch, train_loss=float(train_loss), train_acc=float(train_acc), val_loss=val_loss,
                           val_acc=val_acc, best_acc=best_acc, best_epoch=best_epoch, minutes=round(minutes, 4),
-                          steps=len(losses), val_seconds=val_seconds)
+                          steps=len(losses), val_seconds=val_seconds, pretraining=config.pretraining,
+                          train_way=config.train_way(), val_way=val.val_n_way)
 
     metrics.close()
     if parallel.world_size() > 1:

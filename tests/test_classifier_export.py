@@ -119,6 +119,17 @@ def test_gallery_adds_removes_and_classifies_like_infer(export, cars, tmp_path):
     for a, b in zip(got['predictions'], want['predictions']):
         assert a['query'] == b['query'] and a['prediction'] == b['prediction']
         assert max(abs(a['scores'][c] - b['scores'][c]) for c in got['classes']) <= 1e-5
+    # the same photos in class folders: the accuracy of the same predictions, as infer.py gives it
+    labelled = tmp_path / 'labelled'
+    for c, paths in enumerate(cars[:4]):
+        (labelled / f'car{c}').mkdir(parents=True)
+        for p in paths[20:22]:
+            (labelled / f'car{c}' / p.split('/')[-1]).write_bytes(open(p, 'rb').read())
+    got = json.loads(run_tool('gallery', *common, 'classify', '--query', labelled, '--json').stdout)
+    want = json.loads(run_tool('infer', '--support', support, '--query', labelled, '--model_path', CHECKPOINT,
+                               '--json').stdout)
+    assert [a['truth'] for a in got['predictions']] == [f'car{c}' for c in range(4) for _ in range(2)]
+    assert got['accuracy'] == want['accuracy'] and want['accuracy']['total'] == 8
 
 
 @pytest.mark.slow

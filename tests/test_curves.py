@@ -197,3 +197,33 @@ def test_read_metrics_skips_a_torn_last_line_and_rejects_garbage_inside(tmp_path
     (tmp_path / 'b.jsonl').write_text('not json\n' + good)
     with pytest.raises(FRNError, match='line 1 is not JSON'):
         read_metrics(tmp_path / 'b.jsonl')
+
+
+def one_epoch_pretraining():
+    """The records of a one-epoch pretraining run over 792 classes, validated on 5-way episodes."""
+    records = epoch_records(0, 0.1, (6.1, 0.36), (0.55, 79.56))
+    records[-1].update(pretraining=True, train_way=792, val_way=5)
+    return records
+
+
+def test_curves_of_a_one_epoch_run_have_whole_epoch_ticks_and_a_readable_range(tmp_path):
+    from engine.metrics import curves_figure
+    epochs = read_metrics(write_metrics(tmp_path / 'run', one_epoch_pretraining()) / METRICS_FILE)
+    fig = curves_figure(epochs, 'run')
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert high - low >= 0.9, (ax.get_title(), low, high)  # an epoch wide, not hundredths around 0
+        assert ticks == [0.0], (ax.get_title(), ticks)  # the one epoch, numbered as in output.log
+
+
+def test_curves_keep_the_training_and_validation_losses_apart_and_say_what_they_are_over(tmp_path):
+    from engine.metrics import curves_figure
+    epochs = read_metrics(write_metrics(tmp_path / 'run', one_epoch_pretraining()) / METRICS_FILE)
+    fig = curves_figure(epochs, 'run')
+    titles = {ax.get_title(): ax for ax in fig.axes}
+    train, val = titles['training loss (over all 792 training classes)'], titles['validation loss (5-way val episodes)']
+    assert [line.get_ydata()[0] for line in train.get_lines() if line.get_marker() == 'o'] == [6.1]
+    assert [line.get_ydata()[0] for line in val.get_lines() if line.get_marker() == 'o'] == [0.55]
+    labels = titles['accuracy'].get_legend_handles_labels()[1]
+    assert labels[0] == 'train (over all 792 training classes)' and labels[1].startswith('val (5-way val episodes)')

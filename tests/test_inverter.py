@@ -270,9 +270,9 @@ def test_visualize_decodes_the_query_map_and_its_rebuilds_into_a_third_row(featu
     np.testing.assert_array_equal(maps[1:], result['reconstructions'][0])
 
     (plain,), (with_row,) = list((tmp_path / 'plain').glob('*.png')), list((tmp_path / 'inv').glob('*.png'))
-    shown = len(viz.shown_support(result['correspondences'][0]))
+    shown = len(viz.shown_support(result['correspondences'][0], len(support[result['predicted'][0]][1])))
     with Image.open(with_row) as img:
-        assert img.size == viz.figure_size(WAY, shown, rows=3)
+        assert img.size == viz.figure_size(WAY, shown, inverter=True)
         pixels = np.asarray(img.convert('RGB'))
     with Image.open(plain) as img:
         assert img.size == viz.figure_size(WAY, shown) and img.size[1] < pixels.shape[0]

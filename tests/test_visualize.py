@@ -130,7 +130,7 @@ def test_visualize_writes_a_decodable_colourful_png_per_query(episode, capsys):
     assert len(pngs) == WAY * QUERY and not list(out.glob('.*'))  # no temp file left behind
     viz = load_tool('visualize')
     first = next(q for q in episode['queries'] if q.endswith(pngs[0].stem + '.jpg'))
-    shown = viz.shown_support(explain(episode['features'], episode['support'], [first])['correspondences'][0])
+    shown = viz.shown_support(explain(episode['features'], episode['support'], [first])['correspondences'][0], SHOT)
     with Image.open(pngs[0]) as img:
         assert img.format == 'PNG' and img.size == viz.figure_size(WAY, len(shown))
         pixels = np.asarray(img.convert('RGB'))
@@ -214,3 +214,72 @@ def test_bad_input_is_a_one_line_error(episode, tmp_path, capsys):
     err = viz_error(capsys, '--support', root / 'support', '--query', root / 'query', *common, '--model', 'ResNet12')
     assert 'does not match this model' in err
     assert not (tmp_path / 'out').exists()
+
+
+# ---- (d) a figure that reads at a glance ----
+
+LONG_NAMES = [f'{make}_Continental_Supersports_Convertible_{year}' for make, year in
+              zip(['Bentley', 'Aston_Martin', 'Rolls_Royce', 'Mercedes_Benz', 'Lamborghini', 'Chevrolet', 'Hyundai',
+                   'Volkswagen', 'Mitsubishi', 'Land_Rover'], range(2003, 2013))]
+
+
+def fake_explanation(way, side=5, shots=3, seed=0):
+    """What deploy/explain.explain gives for one query among `way` classes (the figure needs nothing else)."""
+    rng = np.random.RandomState(seed)
+    errors = rng.uniform(1, 10, (1, way, side, side)).astype('float32')
+    scores = -errors.mean(axis=(2, 3))
+    probabilities = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    predicted = scores.argmax(axis=1)
+    matches = [{'kind': kind, 'row': k, 'col': k, 'error': 1.0,
+                'support': [{'image': (k + j) % shots, 'row': j, 'col': k, 'weight': 0.5} for j in range(3)]}
+               for k, kind in enumerate(['best', 'best', 'worst', 'worst'])]
+    return {'classes': LONG_NAMES[:way], 'errors': errors, 'scores': scores, 'probabilities': probabilities,
+            'predicted': predicted, 'predictions': [LONG_NAMES[predicted[0]]], 'correspondences': [matches],
+            'names': ['my_holiday_photos/a_very_long_folder_name/IMG_20240817_153012.jpg']}
+
+
+def text_boxes(fig):
+    """The window extents of every visible, non-empty text of the figure: titles, labels, tick labels, legend."""
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    from matplotlib.text import Text
+    texts = [t for t in {id(t): t for t in fig.findobj(Text)}.values() if t.get_visible() and t.get_text().strip()]
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+
+
+@pytest.mark.parametrize('way', [2, 5, 7, 10])
+def test_figure_texts_never_overlap_with_long_class_names(way):
+    viz = load_tool('visualize')
+    result = fake_explanation(way)
+    view = np.full((84, 84, 3), 128, dtype=np.uint8)
+    fig = viz.render(result, 0, view, {k: view for k in viz.shown_support(result['correspondences'][0], 3)}, 84)
+    boxes = text_boxes(fig)
+    assert len(boxes) > way  # the class titles are there
+    width, height = fig.canvas.get_width_height()
+    for n, (text, box) in enumerate(boxes):
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, text  # on the canvas
+        for other, other_box in boxes[n + 1:]:
+            assert not box.overlaps(other_box), (text, other)
+
+
+def test_figure_wraps_classes_into_full_rows_and_shows_the_supports_in_their_order():
+    viz = load_tool('visualize')
+    assert [viz.layout(way) for way in (2, 5, 6, 7, 10)] == [(1, 2), (1, 5), (2, 3), (2, 4), (2, 5)]
+    matches = fake_explanation(3)['correspondences'][0]  # they point at images 1, 2, 0 in that order
+    assert viz.shown_support(matches, 3) == [0, 1, 2] and viz.shown_support(matches) == [0, 1, 2]
+
+
+def test_error_maps_are_drawn_alone_so_their_colours_are_the_colour_bars():
+    viz = load_tool('visualize')
+    result = fake_explanation(5)
+    view = np.zeros((84, 84, 3), dtype=np.uint8)
+    fig = viz.render(result, 0, view, {0: view}, 84)
+    maps = [ax for ax in fig.axes if any(im.get_cmap().name == 'magma_r' for im in ax.get_images())]
+    assert len(maps) == 5 and all(len(ax.get_images()) == 1 for ax in maps)  # no photo under the heat map
+    assert all(im.get_alpha() in (None, 1) for ax in maps for im in ax.get_images())
+
+
+def test_a_small_map_traces_one_best_and_one_worst_position_by_default():
+    from deploy.explain import traced_positions
+    assert traced_positions(4) == 1 and traced_positions(9) == 1 and traced_positions(25) == 2
+    assert traced_positions(4, positions=2) == 2 and traced_positions(25, positions=20) == 12  # asked for: at most half

@@ -37,7 +37,9 @@ def parse_args(argv):
     remove.add_argument('names', nargs='+')
     commands.add_parser('list', help='the stored classes and their number of images')
     classify = commands.add_parser('classify', help='classify images against the stored classes')
-    classify.add_argument('--query', required=True, help='an image, or a folder of images')
+    classify.add_argument('--query', required=True,
+                          help='an image, or a folder of images; or a folder of subfolders named after stored classes '
+                               '(query/<class>/img.jpg), whose true classes give an accuracy')
     classify.add_argument('--reject', action='store_true',
                           help='answer "(unknown)" below the calibrated threshold (openset.json in --inference_dir)')
     classify.add_argument('--calibration', default=None, help='the calibration file to reject with (implies --reject)')
@@ -54,7 +56,7 @@ def main(argv=None):
     set_threads(args.threads)
     from deploy.export import InferenceFeatures, read_head
     from deploy.gallery import Gallery
-    from deploy.predict import list_queries, read_support
+    from deploy.predict import read_queries, read_support
     features = InferenceFeatures(args.inference_dir, threads=args.threads)
     gallery = Gallery.open(args.gallery, features, create=args.command == 'add')
     if args.command == 'add':
@@ -79,7 +81,7 @@ def main(argv=None):
             from deploy import openset
             calibration = openset.read_calibration(args.calibration or openset.default_path(features), features)
         classifier = ExportedClassifier(args.inference_dir, read_head(args.inference_dir), args.threads)
-        queries = list_queries(args.query)
+        queries, truths = read_queries(args.query, gallery.classes)
         result = gallery.classify(queries, features, classifier, calibration)
         names = query_names(queries, args.query)
         rows = [{'query': n, 'prediction': p,
@@ -89,13 +91,22 @@ def main(argv=None):
             for row, best, conf, ok in zip(rows, result['open_set']['best'], result['open_set']['confidence'],
                                            result['open_set']['accepted']):
                 row.update(best=result['classes'][best], confidence=round(float(conf), 6), accepted=bool(ok))
+        score = {}
+        if truths:
+            from deploy.report import accuracy, accuracy_lines
+            score = {'accuracy': accuracy(result['predictions'], truths, result['classes'])}
+            for row, truth in zip(rows, truths):
+                row['truth'] = truth
         if args.json:
             print(json.dumps({'gallery': args.gallery, 'backend': classifier.backend, 'classes': result['classes'],
-                              'predictions': rows}, indent=2))
+                              'predictions': rows, **score}, indent=2))
         else:
             for row in rows:
                 shown = row['prediction'] if row['prediction'] is not None else f'(unknown; nearest {row["best"]})'
-                print(f'{row["query"]}\t{shown}\t{max(row["scores"].values()):.3f}')
+                print(f'{row["query"]}\t{shown}\t{max(row["scores"].values()):.3f}'
+                      + (f'\t{"right" if row["prediction"] == row["truth"] else "wrong"}' if truths else ''))
+            if truths:
+                print('\n'.join(['', *accuracy_lines(score['accuracy'])]))
 
 
 if __name__ == '__main__':

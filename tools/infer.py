@@ -4,9 +4,12 @@
     python tools/infer.py --support DIR --query PATH --inference_dir inference/ [--gpu] [--json]
 
 DIR holds one subfolder per class with 1 to K example images (classes may have
-different numbers). PATH is one image or a folder of images. For each query, prints the
-predicted class and the per-class scores (softmax of FRN's scaled negative
-reconstruction errors), as a table or as JSON. --model_path runs the dygraph checkpoint;
+different numbers). PATH is one image or a folder of images; or a folder of class subfolders
+named as DIR's (PATH/<class>/img.jpg), and then the accuracy is printed too, overall and per
+class (deploy/report.py). For each query, prints the predicted class and the per-class scores
+(softmax of FRN's scaled negative reconstruction errors) as a table, one line per query when the
+table would be wider than 120 characters, or as JSON. A warning says when most images look
+unlike what the model was trained on (deploy/domain.py). --model_path runs the dygraph checkpoint;
 --inference_dir runs a model written by tools/export_model.py through paddle.inference.
 --explain adds, per query and class, the squared reconstruction error of every feature-map
 position (an h x w list; its mean is minus the class's score), see deploy/explain.py.
@@ -22,9 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deploy.prediction_flags import (add_prediction_flags, check_prediction_flags,  # noqa: E402
                                      load_prediction_inputs, query_names)
+from deploy.report import UNKNOWN, accuracy, accuracy_lines, prediction_lines, wrapped  # noqa: E402,F401
 from runtime.command import cli_main, new_parser  # noqa: E402
-
-UNKNOWN = '(unknown)'  # a query --reject turned away; "prediction": null in the JSON
 
 
 def parse_args(argv=None):
@@ -46,10 +48,10 @@ def parse_args(argv=None):
 
 def as_json(result, names, features):
     classes = result['classes']
-    extra = {}
+    extra = {'accuracy': result['accuracy']} if 'accuracy' in result else {}
     if 'open_set' in result:
         from deploy.openset import json_fields
-        extra = json_fields(result)
+        extra.update(json_fields(result))
     if 'support_check' in result:
         from deploy.support_check import as_json as check_json
         extra['support_check'] = check_json(result['support_check'])
@@ -57,6 +59,7 @@ def as_json(result, names, features):
         'model': features.source, 'backbone': features.backbone, 'image_size': features.image_size,
         'backend': features.backend, 'classes': classes, 'support': result['support'],
         'predictions': [{'query': name, 'prediction': pred,
+                         **({'truth': result['truths'][i]} if result.get('truths') else {}),
                          'scores': {c: round(float(p), 6) for c, p in zip(classes, probs)},
                          **({'errors': {c: e.tolist() for c, e in zip(classes, result['errors'][i])}}
                             if 'errors' in result else {})}
@@ -66,25 +69,21 @@ def as_json(result, names, features):
 
 
 def as_table(result, names, features):
-    classes = result['classes']
     support = ', '.join(f'{c} ({n})' for c, n in result['support'].items())
-    header = ['query', 'prediction'] + classes
-    rows = [[name, UNKNOWN if pred is None else pred] + [f'{p:.3f}' for p in probs]
-            for name, pred, probs in zip(names, result['predictions'], result['probabilities'])]
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda cells: '  '.join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     before = [f'open set: {result["open_set"]["describe"]}'] if 'open_set' in result else []
     if 'support_check' in result:
         from deploy.support_check import as_text
         before += ['', as_text(result['support_check'])]
-    return '\n'.join([f'model: {features.describe()}', f'support: {support}'] + before + ['', line(header)] +
-                     [line(r) for r in rows])
+    after = ['', *accuracy_lines(result['accuracy'])] if 'accuracy' in result else []
+    return '\n'.join(wrapped(f'model: {features.describe()}') + wrapped(f'support: {support}') + before + [''] +
+                      prediction_lines(result['classes'], names, result['predictions'], result['probabilities'],
+                                       result.get('truths')) + after)
 
 
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
-    support, queries, features = load_prediction_inputs(args)
+    support, queries, truths, features = load_prediction_inputs(args)
     calibration = None
     if args.reject or args.calibration:
         from deploy import openset
@@ -98,6 +97,8 @@ def main(argv=None):
     names = query_names(result['queries'], args.query)
     if calibration:
         openset.apply(result, calibration)
+    if truths:
+        result.update(truths=truths, accuracy=accuracy(result['predictions'], truths, result['classes']))
     if args.check_support:
         from deploy.support_check import check_support
         result['support_check'] = check_support(features, support, queries,

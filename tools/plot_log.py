@@ -1,4 +1,4 @@
-"""Plot the training curves of a run: loss, train and val accuracy, and learning rate per epoch.
+"""Plot the training curves of a run: training loss, validation loss, accuracy and learning rate per epoch.
 
     python tools/plot_log.py checkpoints/mini_imagenet/ResNet12_stl_frn_pretrain/output.log [--out curves.png]
 
