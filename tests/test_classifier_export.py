@@ -154,3 +154,12 @@ def test_gallery_add_needs_a_support_folder_or_a_named_class_with_images(capsys,
     err = capsys.readouterr().err
     assert stop.value.code == 2 and 'add takes either --support DIR, or --name NAME with --images FILE' in err
     assert not (tmp_path / 'g.npz').exists()
+
+
+def test_a_missing_or_foreign_gallery_file_is_one_clear_error(tmp_path):
+    from deploy.gallery import Gallery
+    with pytest.raises(FRNError, match='no gallery .*: add classes first'):
+        Gallery.open(str(tmp_path / 'none.npz'), features=None)
+    (tmp_path / 'photo.npz').write_bytes(b'\xff\xd8\xff\xe0 not an npz')
+    with pytest.raises(FRNError, match='is not a gallery this code can read'):
+        Gallery.open(str(tmp_path / 'photo.npz'), features=None)
