@@ -139,3 +139,21 @@ def test_a_model_warns_once_for_images_unlike_its_training_data_and_not_for_its_
     _, err = infer(capsys, '--support', other / 'support', '--query', other / 'query', '--model_path', model)
     assert err.count('warning:') == 1 and len(err.strip().splitlines()) == 1 and seen in err, err
     assert ('trained on omniglot' if model == OMNIGLOT_MODEL else 'trained on mini_imagenet, colour photos') in err
+
+
+def test_the_readme_own_photos_command_runs_as_pasted_and_reports_the_accuracy(cars_folders, capsys, monkeypatch):
+    """The README's "Your own photos" command, with my_photos/ holding real car photos in class folders."""
+    import shlex
+    readme = (REPO / 'README.md').read_text(encoding='utf-8')
+    section = readme.split('## Your own photos', 1)[1].split('\n## ', 1)[0]
+    commands = [line for line in section.split('```bash\n', 1)[1].split('```')[0].splitlines() if line.strip()]
+    assert len(commands) == 1 and commands[0].startswith('python tools/infer.py '), commands
+    argv = shlex.split(commands[0])[2:]
+    model = argv[argv.index('--model_path') + 1]
+    assert (REPO / model).is_file() and (REPO / model).with_name('preprocess.json').is_file(), model
+    monkeypatch.chdir(cars_folders.parent)  # my_photos/ beside the repository's paths, as a user would have it
+    (cars_folders.parent / 'my_photos').symlink_to(cars_folders, target_is_directory=True)
+    argv = [str(REPO / a) if a == model else a for a in argv]
+    out, err = infer(capsys, *argv)
+    assert 'accuracy:' in out and not err, (out, err)
+    assert max(len(line) for line in out.splitlines()) < WIDTH

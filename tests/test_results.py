@@ -11,9 +11,21 @@ OMNIGLOT = REPO / 'results' / 'omniglot'
 CHECKPOINT = OMNIGLOT / 'Conv4_meta_frn_60way_1shot_metatrain' / 'best_model.pdparams'
 
 
+CARS = REPO / 'results' / 'cars'
+
+
 def committed_results():
     return sorted(OMNIGLOT.glob('*w*s/*.json')) + [path for folder in ('tinyimagenet32', 'tinyimagenet32_84')
-                                                   for path in sorted((REPO / 'results' / folder).glob('*w*s/*.json'))]
+                                                   for path in sorted((REPO / 'results' / folder).glob('*w*s/*.json'))] \
+        + sorted(CARS.glob('*/*w*s/*.json'))
+
+
+def committed_comparisons():
+    return sorted(CARS.glob('*/paired_*.json'))
+
+
+def difference_cell(paired):
+    return f'{paired["difference"]:+.2f} ± {paired["difference_ci95"]:.2f}'
 
 
 @pytest.mark.slow
@@ -61,8 +73,28 @@ def test_every_accuracy_with_an_interval_in_the_readme_and_results_page_is_a_com
     """No number with an interval is quoted that is neither one of our JSONs nor a paper's, as docs/reproducing.md
     gives them."""
     ours = {cell(json.loads(p.read_text())) for p in committed_results()}
+    ours |= {difference_cell(json.loads(p.read_text())).lstrip('+-') for p in committed_comparisons()}
     paper = set(re.findall(r'\d+\.\d\d ± \d\.\d\d', (REPO / 'docs' / 'reproducing.md').read_text(encoding='utf-8')))
     for doc in ('README.md', 'docs/results.md'):
         quoted = set(re.findall(r'\d+\.\d\d ± \d\.\d\d', (REPO / doc).read_text(encoding='utf-8')))
         assert quoted, doc
         assert quoted <= ours | paper, f'{doc} quotes numbers no committed file holds: {sorted(quoted - ours - paper)}'
+
+
+def test_each_paired_comparison_is_recomputed_from_its_two_results_and_quoted_beside_its_link():
+    """results/cars/*/paired_*.json are tools/compare_results.py's output for the two JSONs they name; the README
+    and docs/results.md quote their differences."""
+    from engine.compare import paired_comparison, read_result
+    readme = (REPO / 'README.md').read_text(encoding='utf-8')
+    page = (REPO / 'docs' / 'results.md').read_text(encoding='utf-8')
+    found = committed_comparisons()
+    assert len(found) == 2, found
+    for path in found:
+        paired = json.loads(path.read_text())
+        again = paired_comparison(read_result(str(REPO / paired['a']['path'])), read_result(str(REPO / paired['b']['path'])))
+        assert abs(again['difference'] - paired['difference']) < 1e-9
+        assert abs(again['difference_ci95'] - paired['difference_ci95']) < 1e-9
+        rel = path.relative_to(REPO).as_posix()
+        row = [line for line in readme.splitlines() if f']({rel})' in line]
+        assert len(row) == 1 and difference_cell(paired) in row[0], (rel, row)
+        assert difference_cell(paired) in page, rel
