@@ -1,20 +1,24 @@
 """This code's training steps and validation against the unmodified official PyTorch FRN code, at the recipes' shapes.
 
     python benchmarks/bench_official.py --official ../official --torch_python ../venv-torch/bin/python \
-        [--val_data CARS_FOLDER --val_torch_python PYTHON_WITH_TORCHVISION] [--quick]
+        [--val_data CARS_FOLDER/val --val_torch_python PYTHON_WITH_TORCHVISION] [--quick] [--threads N]
 
 The baseline is the official repository itself (github.com/Tsingularity/FRN at 64e43f3, a copy outside this
 one): its models (models/FRN.py, models/Proto.py), its optimizer (trainers/trainer.get_opt: SGD, momentum 0.9,
 Nesterov, weight decay 5e-4) and its training loops (trainers/frn_train.default_train and pre_train,
 trainers/proto_train.default_train), driven with a batch source that hands out one batch per step on demand;
 `.cuda()` is made a no-op so that it runs on the CPU, and nothing else is changed. Ours is the trainer's step
-(methods/steps.py through engine/trainer.build_optimizer). Both get the same random 84 px images, so data
+(bench_train_step.our_step: methods/steps.py through engine/trainer.build_optimizer). Both get the same random 84 px images, so data
 loading is left out (bench_data.py measures it; the validation rows include it).
 
 Steps: each implementation runs in its own process, after one warm-up step; the two take steps in turn
 (light tasks keep both processes and alternate step by step; ResNet-12's 400-image episodes, which need
 most of the machine's memory each, alternate whole processes). Reported per row: median seconds per step
-(min-max), images per second, peak RSS, and official / ours (above 1: ours is faster).
+(min-max), images per second, peak RSS, and official / ours (above 1: ours is faster). The official d x d
+inverse fails under torch 2.13 with 2 threads on some CPUs: the ResNet-12 rows run at 1 and at 2 threads,
+and a step that fails is reported with its error. --quick checks the harness in a few minutes: every row
+with its shape shrunk (episodes of 1 support and 1 query per class, batches of 8), one timed step, 5
+validation episodes; its numbers measure nothing.
 Validation: one validation as the trainers run it, on a real class-folder split: the official
 trainers/eval.meta_test (5-way, 16 queries, its DataLoader with 3 workers) against ours (engine/evaluation
 with the feature cache, as engine/trainer validates).
@@ -22,33 +26,58 @@ with the feature cache, as engine/trainer validates).
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
-from benchmarks.bench_train_step import MARK, median, peak_rss_mb, reply  # noqa: E402  (no paddle or torch there)
+from benchmarks.workers import Worker, peak_rss_mb, ratio, reply, summary  # noqa: E402  (no paddle or torch there)
 
 IMAGE = 84
-# (name, backbone, kind, shape, threads): kind 'frn' or 'proto' episodes (way, shot, query), 'pretrain' (batch, classes)
+# (backbone, kind, shape, threads): kind 'frn' or 'proto' episodes (way, shot, query), 'pretrain' (batch, classes)
 TASKS = [
-    ('Conv-4 FRN 20-way 5-shot 15-query', 'Conv4', 'frn', (20, 5, 15), 2),
-    ('Conv-4 FRN 30-way 1-shot 15-query', 'Conv4', 'frn', (30, 1, 15), 2),
-    ('Conv-4 ProtoNet 20-way 5-shot 15-query', 'Conv4', 'proto', (20, 5, 15), 2),
-    ('Conv-4 ProtoNet 30-way 1-shot 15-query', 'Conv4', 'proto', (30, 1, 15), 2),
-    ('Conv-4 FRN 20-way 5-shot 15-query', 'Conv4', 'frn', (20, 5, 15), 1),
-    ('Conv-4 pretraining batch of 128 (64 classes)', 'Conv4', 'pretrain', (128, 64), 2),
-    ('Conv-4 pretraining batch of 512 (64 classes)', 'Conv4', 'pretrain', (512, 64), 2),
-    ('ResNet-12 pretraining batch of 128 (64 classes)', 'ResNet12', 'pretrain', (128, 64), 1),
-    ('ResNet-12 FRN 20-way 5-shot 15-query', 'ResNet12', 'frn', (20, 5, 15), 1),
+    ('Conv4', 'frn', (20, 5, 15), 2),
+    ('Conv4', 'frn', (30, 1, 15), 2),
+    ('Conv4', 'proto', (20, 5, 15), 2),
+    ('Conv4', 'proto', (30, 1, 15), 2),
+    ('Conv4', 'frn', (20, 5, 15), 1),
+    ('Conv4', 'pretrain', (128, 64), 2),
+    ('Conv4', 'pretrain', (512, 64), 2),
+    ('ResNet12', 'pretrain', (128, 64), 1),
+    ('ResNet12', 'pretrain', (128, 64), 2),
+    ('ResNet12', 'frn', (20, 5, 15), 1),
+    ('ResNet12', 'frn', (20, 5, 15), 2),
 ]
 HEAVY = ('ResNet12',)  # both processes cannot stay in memory at once: alternate processes, not steps
+VALIDATIONS = (('Conv4', 5), ('Conv4', 1))  # (backbone, shot): one validation each, 5-way 16-query
 
 
 def images_per_step(kind, shape):
     return shape[0] if kind == 'pretrain' else shape[0] * (shape[1] + shape[2])
+
+
+def task_name(backbone, kind, shape):
+    net = {'Conv4': 'Conv-4', 'ResNet12': 'ResNet-12'}[backbone]
+    if kind == 'pretrain':
+        return f'{net} pretraining batch of {shape[0]} ({shape[1]} classes)'
+    return f'{net} {"FRN" if kind == "frn" else "ProtoNet"} {shape[0]}-way {shape[1]}-shot {shape[2]}-query'
+
+
+def quick_shape(kind, shape):
+    """--quick: the same rows with the smallest batches, to check the harness and not to measure."""
+    return (8, shape[1]) if kind == 'pretrain' else (min(shape[0], 5), 1, 1)
+
+
+def tasks(options):
+    """The rows to run: TASKS filtered by --only, shrunk by --quick, at --threads if given (duplicates dropped)."""
+    chosen = []
+    for backbone, kind, shape, threads in TASKS:
+        task = (backbone, kind, quick_shape(kind, shape) if options.quick else shape, options.threads or threads)
+        name = task_name(*task[:3])
+        if task not in chosen and (not options.only or any(o in name for o in options.only)):
+            chosen.append(task)
+    return chosen
 
 
 # ---- workers: one process per implementation, one step per 'step' line on stdin ----
@@ -107,89 +136,24 @@ def official_worker(official, backbone, kind, shape, threads):
     loop(batches(), model, optimizer, Writer(), 0)
 
 
-def our_worker(backbone, kind, shape, threads):
-    """engine/trainer.py's loop body: step, clear_grad, backward, optimizer step, loss.item()."""
-    from runtime.process import setup_process
-    setup_process()  # before paddle is imported (runtime/process.py says why)
-    from runtime.device import set_threads
-    set_threads(threads)
-    import numpy as np
-    import paddle
-    from engine.trainer import build_optimizer
-    from methods.FRN import FRN
-    from methods.protonet import Proto
-    from methods.steps import meta_frn_step, meta_proto_step, pretrain_step
-    paddle.seed(0)
-    rng = np.random.default_rng(0)
-    if kind == 'pretrain':
-        size, classes = shape
-        model = FRN(backbone=backbone, is_pretraining=True, num_cat=classes, image_size=IMAGE)
-        batch = (paddle.to_tensor(rng.standard_normal((size, 3, IMAGE, IMAGE)).astype('float32')),
-                 paddle.to_tensor(rng.integers(classes, size=size)))
-        step = pretrain_step
-    else:
-        way, shot, query = shape
-        model = (FRN if kind == 'frn' else Proto)(way=way, shots=[shot, query], backbone=backbone, image_size=IMAGE)
-        batch = (paddle.to_tensor(rng.standard_normal((way, shot + query, 3, IMAGE, IMAGE)).astype('float32')), None)
-        step = (meta_frn_step if kind == 'frn' else meta_proto_step)(way, shot, query)
-    args = argparse.Namespace(opt='sgd', lr=0.1, milestones=[400], gamma=0.1, wd=5e-4)
-    optimizer, _ = build_optimizer(args, model)
-    model.train()
-    reply({'ready': True})
-    for line in sys.stdin:
-        if line.strip() != 'step':
-            reply({'rss_mb': peak_rss_mb()})
-            return
-        start = time.perf_counter()
-        loss, _ = step(model, batch)
-        optimizer.clear_grad()
-        loss.backward()
-        optimizer.step()
-        loss.item()
-        reply({'seconds': time.perf_counter() - start})
-
-
-class Worker:
-    def __init__(self, command):
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, cwd=REPO)
-        self.ask(None)
-
-    def ask(self, command):
-        if command:
-            self.proc.stdin.write(command + '\n')
-            self.proc.stdin.flush()
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                err = self.proc.stderr.read().strip().splitlines()
-                raise RuntimeError(f'exit code {self.proc.wait()}: {err[-1] if err else "no message"}')
-            if line.startswith(MARK):
-                return json.loads(line[len(MARK):])
-
-    def close(self):
-        rss = self.ask('rss')['rss_mb']
-        self.proc.stdin.close()
-        self.proc.wait()
-        return rss
-
-
 def worker_command(impl, task, options):
-    _, backbone, kind, shape, threads = task
-    python = options.torch_python if impl == 'official' else sys.executable
-    return [python, os.path.abspath(__file__), '--worker', impl, options.official, backbone, kind, json.dumps(shape),
-            str(threads)]
+    backbone, kind, shape, threads = task
+    if impl == 'ours':  # bench_train_step.py's worker: our step, as the trainer takes it
+        return [sys.executable, os.path.join(HERE, 'bench_train_step.py'), '--worker', 'paddle', backbone, kind,
+                json.dumps(shape), str(threads)]
+    return [options.torch_python, os.path.abspath(__file__), '--worker', impl, options.official, backbone, kind,
+            json.dumps(shape), str(threads)]
 
 
 def measure_steps(task, options, log):
     """{'official': {...}, 'ours': {...}}: step times, peak RSS, or the error that stopped a worker."""
     impls = ['official', 'ours']
     result = {impl: {'seconds': [], 'rss_mb': None, 'error': None} for impl in impls}
-    heavy = task[1] in HEAVY
+    heavy = task[0] in HEAVY
 
     def start(impl):
         try:
-            return Worker(worker_command(impl, task, options))
+            return Worker(worker_command(impl, task, options), cwd=REPO)
         except RuntimeError as err:
             result[impl]['error'] = str(err)
 
@@ -220,15 +184,12 @@ def measure_steps(task, options, log):
         for impl, worker in workers.items():
             if worker:
                 result[impl]['rss_mb'] = worker.close()
-    row = {'task': task[0], 'backbone': task[1], 'kind': task[2], 'shape': list(task[3]), 'threads': task[4],
-           'images': images_per_step(task[2], task[3])}
+    backbone, kind, shape, threads = task
+    row = {'task': task_name(backbone, kind, shape), 'backbone': backbone, 'kind': kind, 'shape': list(shape),
+           'threads': threads, 'images': images_per_step(kind, shape)}
     for impl in impls:
-        times = result[impl]['seconds']
-        row[impl] = {'median': median(times) if times else None, 'min': min(times) if times else None,
-                     'max': max(times) if times else None, 'steps': len(times), 'rss_mb': result[impl]['rss_mb'],
-                     'error': result[impl]['error']}
-    ok = row['official']['median'] and row['ours']['median']
-    row['ratio'] = row['official']['median'] / row['ours']['median'] if ok else None
+        row[impl] = summary(result[impl]['seconds'], result[impl]['rss_mb'], result[impl]['error'])
+    row['ratio'] = ratio(row['official'], row['ours'])
     log(format_step_row(row))
     return row
 
@@ -277,20 +238,19 @@ def our_validation(data, backbone, shot, episodes, threads):
 
 def measure_validation(options, log):
     rows = []
-    for backbone, shot in (('Conv4', 5), ('Conv4', 1)):
-        row = {'task': f'{backbone} validation, {options.val_episodes} episodes 5-way {shot}-shot 16-query',
-               'threads': 2, 'images': None}
+    threads = options.threads or 2
+    for backbone, shot in VALIDATIONS:
+        row = {'task': f'{backbone} validation, {val_episodes(options)} episodes 5-way {shot}-shot 16-query',
+               'threads': threads, 'images': None}
         for impl, python in (('official', options.val_torch_python), ('ours', sys.executable)):
             command = [python, os.path.abspath(__file__), '--worker', f'{impl}_validation', options.official,
-                       options.val_data, backbone, str(shot), str(options.val_episodes), '2']
+                       options.val_data, backbone, str(shot), str(val_episodes(options)), str(threads)]
             try:
-                out = Worker(command).ask(None)
-                row[impl] = {'median': out['seconds'], 'min': out['seconds'], 'max': out['seconds'], 'steps': 1,
-                             'rss_mb': out['rss_mb'], 'error': None}
+                out = Worker(command, cwd=REPO).ready  # the worker replies once, when its validation is done
+                row[impl] = summary([out['seconds']], out['rss_mb'])
             except RuntimeError as err:
-                row[impl] = {'median': None, 'min': None, 'max': None, 'steps': 0, 'rss_mb': None, 'error': str(err)}
-        ok = row['official']['median'] and row['ours']['median']
-        row['ratio'] = row['official']['median'] / row['ours']['median'] if ok else None
+                row[impl] = summary([], None, str(err))
+        row['ratio'] = ratio(row['official'], row['ours'])
         log(format_step_row(row))
         rows.append(row)
     return rows
@@ -323,9 +283,31 @@ def markdown(rows):
     return '\n'.join(lines)
 
 
+def val_episodes(options):
+    return 5 if options.quick else options.val_episodes
+
+
+def quick(options):
+    """--quick: one timed step per implementation and row, one process round."""
+    if options.quick:
+        options.steps, options.heavy_steps, options.rounds = 1, 1, 1
+    return options
+
+
+def plan(options):
+    """[(row, timed steps, images per step)] per implementation: what a run of these options computes."""
+    quick(options)
+    out = []
+    for task in tasks(options):
+        backbone, kind, shape, _ = task
+        steps = options.rounds * (options.heavy_steps + 1) if backbone in HEAVY else options.steps + 1
+        out.append((task_name(*task[:3]), task, steps, images_per_step(kind, shape)))
+    return out
+
+
 def run(options, log=print):
-    tasks = [t for t in TASKS if not options.only or any(o in t[0] for o in options.only)]
-    rows = [measure_steps(task, options, log) for task in tasks]
+    quick(options)
+    rows = [measure_steps(task, options, log) for task in tasks(options)]
     if options.val_data:
         rows += measure_validation(options, log)
     return rows
@@ -344,6 +326,9 @@ def parser():
     p.add_argument('--heavy_steps', type=int, default=1, help='timed steps per process for ResNet-12 episodes')
     p.add_argument('--rounds', type=int, default=2, help='processes per implementation for ResNet-12 episodes')
     p.add_argument('--only', nargs='*', default=None, help='run only the tasks whose name contains one of these')
+    p.add_argument('--threads', type=int, default=None, help='run every row at this many threads (default: per row)')
+    p.add_argument('--quick', action='store_true',
+                   help='check the harness: shrunk shapes, one timed step, 5 validation episodes (no measurement)')
     p.add_argument('--json', default=None, help='also write the rows here')
     return p
 
@@ -353,8 +338,6 @@ def main():
         impl, official, *rest = sys.argv[2:]
         if impl == 'official':
             official_worker(official, rest[0], rest[1], tuple(json.loads(rest[2])), int(rest[3]))
-        elif impl == 'ours':
-            our_worker(rest[0], rest[1], tuple(json.loads(rest[2])), int(rest[3]))
         elif impl == 'official_validation':
             official_validation(official, rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]))
         else:
