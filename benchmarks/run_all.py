@@ -146,7 +146,9 @@ def official_options(args, threads):
         ['--official', args.official, '--torch_python', args.torch_python]
         + (['--val_data', args.val_data, '--val_torch_python', args.val_torch_python or args.torch_python]
            if args.val_data else []) + (['--quick'] if args.quick else [])
-        + (['--threads', str(args.threads)] if args.threads else []))
+        + (['--threads', str(args.threads)] if args.threads else [])
+        + (['--only', *args.only] if args.only else [])
+        + (['--val_episodes', str(args.val_episodes)] if args.val_episodes else []))
 
 
 def whole_run_options(args):
@@ -229,6 +231,10 @@ def parse_args():
                         help='a class-folder dataset (train/, val/, test/), for the whole-run comparison')
     parser.add_argument('--other_paddle_python', default=None,
                         help='a Python with another Paddle version (e.g. ../venv26/bin/python), for the step variants')
+    parser.add_argument('--only', nargs='+', default=None,
+                        help='official comparison: only the step rows whose name contains one of these')
+    parser.add_argument('--val_episodes', type=int, default=None,
+                        help='official comparison: validation episodes (default: the official 1,000)')
     parser.add_argument('--quick', action='store_true',
                         help='check the harness end to end in minutes: smallest shapes, one step (measures nothing)')
     parser.add_argument('--plan', action='store_true', help='print what the run computes and its rough length, '
