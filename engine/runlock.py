@@ -24,7 +24,7 @@ import json
 import os
 import socket
 
-from runtime.process import Terminated
+from runtime.process import Terminated, sigterm_received
 from utils import FRNError, remove_leftover_temp_files
 
 LOCK_NAME = 'run.lock'
@@ -120,7 +120,8 @@ class RunLock:
         return self
 
     def __exit__(self, exc_type, exc, traceback):
-        if isinstance(exc, (KeyboardInterrupt, Terminated)) and self.resume_hint:
+        if exc is not None and self.resume_hint and (isinstance(exc, (KeyboardInterrupt, Terminated))
+                                                     or sigterm_received()):
             exc.resume_hint = self.resume_hint
         self.release()
 

@@ -13,7 +13,7 @@ import functools
 import os
 import sys
 
-from runtime.process import Terminated, setup_process
+from runtime.process import Terminated, setup_process, sigterm_received
 from utils import FRNError, os_error_cause
 
 
@@ -63,7 +63,14 @@ def cli_main(main):
     def wrapper(*args, **kwargs):
         setup_process()  # also turns SIGTERM into Terminated
         try:
-            return main(*args, **kwargs)
+            try:
+                return main(*args, **kwargs)
+            except Exception as err:
+                if not sigterm_received():
+                    raise
+                stop = Terminated()  # raised inside paddle's C++ code, which wrapped it in its own error
+                stop.resume_hint = getattr(err, 'resume_hint', '')
+                raise stop from None
         except FRNError as err:
             print(f'error: {err}', file=sys.stderr)
             sys.exit(2)

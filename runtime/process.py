@@ -98,9 +98,20 @@ class Terminated(BaseException):
     """SIGTERM (sent by timeout, Docker, Kubernetes, Slurm), raised in the main thread like KeyboardInterrupt."""
 
 
+_sigterm_received = False
+
+
 def _raise_terminated(signum, frame):
+    global _sigterm_received
+    _sigterm_received = True
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
     raise Terminated()
+
+
+def sigterm_received():
+    """Whether SIGTERM came. Raised inside Python code that paddle's C++ runs (a PyLayer's backward), `Terminated`
+    reaches the caller wrapped in paddle's own error; this tells that error apart from a real one."""
+    return _sigterm_received
 
 
 def catch_sigterm():

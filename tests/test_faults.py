@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -424,6 +425,50 @@ def test_sigterm_exits_143_saying_how_to_resume_and_leaves_no_temp_file(data, tm
     assert proc.returncode == 143, err
     assert err.strip().splitlines() == [err.strip()] and 'terminated (SIGTERM)' in err and '--resume auto' in err
     assert not temp_files(run_dir(tmp_path)) and 'run.lock' not in os.listdir(run_dir(tmp_path))
+
+
+SIGTERM_IN_BACKWARD = textwrap.dedent('''
+    import os, signal, sys
+    sys.path.insert(0, sys.argv[1])
+    from engine.runlock import RunLock
+    from runtime.command import cli_main
+
+    @cli_main
+    def main():
+        import paddle
+        from runtime.process import catch_sigterm
+        catch_sigterm()  # again after paddle's import, as the commands do
+
+        class Hook(paddle.autograd.PyLayer):  # as network/pooled_block.py's _MaxOfProducts
+            @staticmethod
+            def forward(ctx, x):
+                return x * 2
+
+            @staticmethod
+            def backward(ctx, grad):
+                os.kill(os.getpid(), signal.SIGTERM)
+                sum(range(100000))  # the handler runs here, inside paddle's backward
+                return grad * 2
+
+        with RunLock(sys.argv[2], 'a test run', flag='--checkpoint_dir').acquire() as lock:
+            lock.resume_hint = '; continue with --resume auto'
+            x = paddle.ones([2])
+            x.stop_gradient = False
+            Hook.apply(x).sum().backward()
+
+    main()
+''')
+
+
+@pytest.mark.slow
+def test_sigterm_inside_paddles_backward_still_exits_143_saying_how_to_resume(tmp_path):
+    """A PyLayer's backward runs Python inside paddle's C++ code: the SIGTERM raised there comes back wrapped in
+    paddle's own error, and must still end as a SIGTERM, not as an error with paddle's stack."""
+    result = subprocess.run([sys.executable, '-c', SIGTERM_IN_BACKWARD, str(REPO), str(tmp_path / 'run')],
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 143, result.stderr
+    lines = [line for line in result.stderr.splitlines() if not re.match(r'W\d{4} ', line)]  # Paddle 3's C++ log line
+    assert lines == ['terminated (SIGTERM); continue with --resume auto'], result.stderr
 
 
 @pytest.mark.slow

@@ -88,7 +88,7 @@ def test_each_paired_comparison_is_recomputed_from_its_two_results_and_quoted_be
     readme = (REPO / 'README.md').read_text(encoding='utf-8')
     page = (REPO / 'docs' / 'results.md').read_text(encoding='utf-8')
     found = committed_comparisons()
-    assert len(found) == 2, found
+    assert len(found) == 4, found
     for path in found:
         paired = json.loads(path.read_text())
         again = paired_comparison(read_result(str(REPO / paired['a']['path'])), read_result(str(REPO / paired['b']['path'])))
