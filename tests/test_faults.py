@@ -410,6 +410,12 @@ def test_cli_main_turns_an_os_error_into_one_line_and_exit_2(capsys):
 
 # ---- 5. SIGTERM like Ctrl-C; leftovers of a killed run are removed ----
 
+
+def our_stderr_lines(err):
+    """stderr without the glog line Paddle 3's C++ backward prints when a SIGTERM lands inside a PyLayer's backward."""
+    return [line for line in err.strip().splitlines() if not re.match(r'W\d{4} ', line)]
+
+
 @pytest.mark.slow
 def test_sigterm_exits_143_saying_how_to_resume_and_leaves_no_temp_file(data, tmp_path):
     proc = subprocess.Popen([sys.executable, str(REPO / 'pretrain.py'), '--data_path', str(data), *TRAIN,
@@ -423,7 +429,7 @@ def test_sigterm_exits_143_saying_how_to_resume_and_leaves_no_temp_file(data, tm
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 143, err
-    lines = [line for line in err.strip().splitlines() if not re.match(r'W\d{4} ', line)]  # Paddle 3's C++ log line
+    lines = our_stderr_lines(err)
     assert len(lines) == 1 and 'terminated (SIGTERM)' in lines[0] and '--resume auto' in lines[0], err
     assert not temp_files(run_dir(tmp_path)) and 'run.lock' not in os.listdir(run_dir(tmp_path))
 
@@ -468,7 +474,7 @@ def test_sigterm_inside_paddles_backward_still_exits_143_saying_how_to_resume(tm
     result = subprocess.run([sys.executable, '-c', SIGTERM_IN_BACKWARD, str(REPO), str(tmp_path / 'run')],
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 143, result.stderr
-    lines = [line for line in result.stderr.splitlines() if not re.match(r'W\d{4} ', line)]  # Paddle 3's C++ log line
+    lines = our_stderr_lines(result.stderr)
     assert lines == ['terminated (SIGTERM); continue with --resume auto'], result.stderr
 
 
