@@ -33,17 +33,10 @@ import shlex  # noqa: E402
 
 from benchmarks import (bench_data, bench_eval, bench_frn_head, bench_official, bench_train_step,  # noqa: E402
                         bench_whole_run)
+from benchmarks.workers import cpu_model  # noqa: E402
 from runtime.device import default_threads, set_threads  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def memory_gb():

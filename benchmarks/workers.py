@@ -5,6 +5,7 @@ steering its MKL (runtime/process.py), and the tests can check the formatting wi
 """
 import json
 import os
+import platform
 import resource
 import subprocess
 import tempfile
@@ -23,6 +24,15 @@ def peak_rss_mb():
             return next(int(line.split()[1]) for line in f if line.startswith('VmHWM')) / 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_model():
+    """The CPU's model name, for the header of a results file."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def median(values):

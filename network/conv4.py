@@ -26,6 +26,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from network import pooled_block
+from network.pool import MaxPool2x2, max_pool_2x2
 from network.resnet12 import batch_norm, pooled_size
 from runtime.paddle_internals import batch_norm_internals
 
@@ -47,7 +48,7 @@ class ConvBlock(nn.Layer):
         if pooled and pooled_block.usable(self, x):
             return pooled_block.pooled_block(x, self.layers[0], self.layers[1])
         out = self.conv_bn(x)
-        return F.relu(F.max_pool2d(out, kernel_size=2, stride=2)) if pooled else out
+        return F.relu(max_pool_2x2(out, self.training)) if pooled else out
 
     def conv_bn(self, x):
         conv, bn = self.layers[0], self.layers[1]
@@ -70,7 +71,7 @@ class Conv4(nn.Layer):
         self.out_channels = channels
         blocks = []
         for in_channels in (3, channels, channels, channels):
-            blocks += [ConvBlock(in_channels, channels), nn.MaxPool2D(kernel_size=2, stride=2), nn.ReLU()]
+            blocks += [ConvBlock(in_channels, channels), MaxPool2x2(), nn.ReLU()]
         self.layers = nn.Sequential(*blocks)
 
     output_size = staticmethod(pooled_size)

@@ -9,6 +9,8 @@ import math
 import paddle
 from paddle import nn
 
+from network.pool import MaxPool2x2
+
 WIDTHS = (64, 160, 320, 640)
 LEAKY_SLOPE = 0.1
 
@@ -46,7 +48,7 @@ class BasicBlock(nn.Layer):
         self.bn3 = batch_norm(channels)
         self.relu = nn.LeakyReLU(LEAKY_SLOPE)
         self.downsample = nn.Sequential(conv(in_channels, channels, 1), batch_norm(channels))
-        self.maxpool = nn.MaxPool2D(kernel_size=2, stride=2)
+        self.maxpool = MaxPool2x2()
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))

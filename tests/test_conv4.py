@@ -125,3 +125,23 @@ def test_the_pooled_first_block_runs_where_it_is_exact_and_the_plain_block_elsew
     odd = x[:, :, :41, :41]
     buffers = [(bn._mean.clone(), bn._variance.clone()) for _, bn in conv_bns(model)]
     np.testing.assert_allclose(model(odd).numpy(), plain_forward(model, odd, buffers).numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'float64'])
+def test_the_training_pool_equals_max_pool2d_in_values_and_gradients_ties_included(dtype):
+    """network/pool.py's pool routes each window's gradient to the same position as max_pool2d's own backward."""
+    from network.pool import max_pool_2x2
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 4, 8, 10)).astype(dtype)
+    a[:, :, ::2, ::2] = a[:, :, 1::2, 1::2]  # a tie inside every window
+    a[0, 0] = 0.0  # whole windows equal
+    a[1, 1, :4] = np.round(a[1, 1, :4])  # ties between three or four positions
+    grad = paddle.to_tensor(rng.standard_normal((3, 4, 4, 5)).astype(dtype))
+    results = []
+    for pool in (lambda x: max_pool_2x2(x, training=True), lambda x: F.max_pool2d(x, kernel_size=2, stride=2)):
+        x = paddle.to_tensor(a, stop_gradient=False)
+        out = pool(x)
+        out.backward(grad)
+        results.append((out.numpy(), x.grad.numpy()))
+    assert np.array_equal(results[0][0], results[1][0]) and np.array_equal(results[0][1], results[1][1])
+    assert np.count_nonzero(results[0][1]) == grad.size  # one winner per window
