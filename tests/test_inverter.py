@@ -20,6 +20,7 @@ from deploy.explain import explain, explain_maps
 from deploy.export import DygraphFeatures
 from deploy.predict import load_images
 from methods.ridge import recon_explain
+from utils import FRNError
 
 RESULTS = REPO / 'results' / 'tinyimagenet32_84'
 MODEL = RESULTS / 'Conv4_meta_frn_20way_5shot_metatrain' / 'best_model.pdparams'
@@ -288,3 +289,21 @@ def test_visualize_json_names_the_inverter(folders, tmp_path, capsys):
                                                   '--json', '--threads', '2']])
     data = json.loads(capsys.readouterr().out)
     assert data['inverter'] == str(TRAINED) and data['queries'][0]['png'].endswith('.png')
+
+
+def test_the_committed_cars_decoder_belongs_to_the_cars_model_and_beats_the_mean_colour_on_test_photos(cars_small):
+    """docs/inversion_example.png's decoder: its record matches the Cars FRN it was trained on, and on unseen
+    test-split car photos its L1 is below that of each photo's mean colour."""
+    cars_model = REPO / 'results' / 'cars' / 'Conv4_meta_frn_20way_5shot_metatrain' / 'best_model.pdparams'
+    trained = REPO / 'results' / 'cars' / 'inverter' / 'inverter.pdparams'
+    cars_features = DygraphFeatures(str(cars_model))
+    model, record = inverter.load(str(trained))
+    inverter.check_matches(record, cars_features, str(trained))
+    with pytest.raises(FRNError, match='model'):  # and not the Tiny-ImageNet model of the same shape
+        inverter.check_matches(record, DygraphFeatures(str(MODEL)), str(trained))
+    photos = sorted(str(p) for p in (cars_small / 'test').glob('*/*.jpg'))[::10][:24]
+    images = paddle.to_tensor(load_images(photos, 84, cars_features.preprocess))
+    with paddle.no_grad():
+        decoded = model(cars_features.model.get_feature_map(images))
+    flat = paddle.mean(images, axis=[2, 3], keepdim=True).expand_as(images)
+    assert inverter.loss_fn(decoded, images).item() < 0.9 * inverter.loss_fn(flat, images).item()
