@@ -267,9 +267,12 @@ from runtime.process import setup_process
 kept = setup_process().malloc_kept
 import paddle
 paddle.ones([25_000_000])  # 100 MB, freed at once
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-paddle.ones([25_000_000])
-print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = []
+for _ in range(3):  # the fewest faults of three later buffers: one may land before the first is back in the heap
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    paddle.ones([25_000_000])
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, min(faults))
 '''
 
 
@@ -277,7 +280,7 @@ print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='mallopt is glibc on Linux')
 @pytest.mark.parametrize('setting, kept', [(None, True), ('0', False)])
 def test_freed_memory_is_reused_without_page_faults_unless_turned_off(setting, kept):
-    """setup_process keeps freed memory in the heap: a second 100 MB buffer reuses the first one's pages."""
+    """setup_process keeps freed memory in the heap: a later 100 MB buffer reuses the first one's pages."""
     env = {k: v for k, v in os.environ.items() if k != 'FRN_MALLOC_KEEP'}
     if setting is not None:
         env['FRN_MALLOC_KEEP'] = setting
