@@ -102,6 +102,11 @@ def add_training(parser, lr, epoch, milestones):
                         "and its output.log is kept as output.<time>.log; without it such a run refuses")
     g.add_argument('--checkpoint_dir', default='./checkpoints', help='root of the run folders')
     g.add_argument('--print_freq', type=int, default=50, help='log the loss every this many batches')
+    g.add_argument('--share_batches', action='store_true',
+                   help='under paddle.distributed.launch: every process embeds its share of each batch or episode '
+                        'and BatchNorm uses the whole batch, so the ranks train as one process would (within float '
+                        'rounding); on a CPU, N processes of 1 thread take a step sooner than 1 process of N '
+                        'threads. Without it each process trains on batches of its own (docs/performance.md)')
     g.add_argument('--visualdl', action='store_true',
                    help='also log scalars with VisualDL into <run folder>/visualdl (pip install visualdl)')
     return parser
@@ -204,7 +209,7 @@ def data_config(args):
 
 def compute_config(args):
     return ComputeConfig(threads=args.threads, gpu=args.gpu, no_feature_cache=args.no_feature_cache,
-                         max_cache_mb=args.max_cache_mb)
+                         max_cache_mb=args.max_cache_mb, share_batches=getattr(args, 'share_batches', False))
 
 
 def training_config(args):

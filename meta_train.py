@@ -69,11 +69,22 @@ def main(argv=None):
         log = cli.start_run(config, os.path.join(run_dir, 'output.log'))
         for note in lock.notes:
             log(note)
-        if batches.episodes == 'random' and batches.train_n_episode % parallel.world_size():
+        if config.compute.share_batches and not parallel.share_batches():
+            log('--share_batches: one process, so nothing to share (start the run with paddle.distributed.launch)')
+        elif config.compute.share_batches:
+            images = way * (shot + query)
+            if images % parallel.world_size():
+                raise FRNError(f'--share_batches: the {images} images of a {way}-way {shot}-shot {query}-query episode '
+                               f'cannot be split equally among {parallel.world_size()} processes; change '
+                               f'--train_n_way, --n_shot or --n_query, or the number of processes')
+            log(f'--share_batches: each of the {parallel.world_size()} processes embeds {images // parallel.world_size()} '
+                f'images of every episode')
+        rank, ranks = parallel.data_rank()
+        if batches.episodes == 'random' and batches.train_n_episode % ranks:
             raise FRNError(f'--train_n_episode {batches.train_n_episode} must be divisible by the '
-                           f'{parallel.world_size()} processes, so that every process takes the same number of steps')
-        train_loader = episode_loader(data, train_split, way, batches.train_n_episode, aug=True, rank=parallel.rank(),
-                                      world_size=parallel.world_size(), flag='train_n_way', episodes=batches.episodes)
+                           f'{ranks} processes, so that every process takes the same number of steps')
+        train_loader = episode_loader(data, train_split, way, batches.train_n_episode, aug=True, rank=rank,
+                                      world_size=ranks, flag='train_n_way', episodes=batches.episodes)
         val_loader = (episode_loader(data, val_split, val.val_n_way, val.val_n_episode, flag='val_n_way',
                                      n_query=val.val_n_query) if val.val == 'meta' else None)
         if config.model.method == 'meta_frn':

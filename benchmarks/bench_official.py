@@ -141,13 +141,19 @@ def worker_command(impl, task, options):
     if impl == 'ours':  # bench_train_step.py's worker: our step, as the trainer takes it
         return [sys.executable, os.path.join(HERE, 'bench_train_step.py'), '--worker', 'paddle', backbone, kind,
                 json.dumps(shape), str(threads)]
+    if impl == 'shared':  # the same step with each batch shared by `threads` processes of 1 thread
+        return [sys.executable, os.path.join(HERE, 'bench_train_step.py'), '--worker', 'shared', backbone, kind,
+                json.dumps(shape), str(threads)]
     return [options.torch_python, os.path.abspath(__file__), '--worker', impl, options.official, backbone, kind,
             json.dumps(shape), str(threads)]
 
 
 def measure_steps(task, options, log):
-    """{'official': {...}, 'ours': {...}}: step times, peak RSS, or the error that stopped a worker."""
-    impls = ['official', 'ours']
+    """{'official': {...}, 'ours': {...}, 'shared': {...}}: step times, peak RSS, or the error that stopped a worker.
+
+    'shared' (rows of more than one thread): our step with each batch shared by that many processes
+    of one thread each (--share_batches), on the same cores."""
+    impls = ['official', 'ours'] + (['shared'] if task[3] > 1 else [])
     result = {impl: {'seconds': [], 'rss_mb': None, 'error': None} for impl in impls}
     heavy = task[0] in HEAVY
 
@@ -190,6 +196,8 @@ def measure_steps(task, options, log):
     for impl in impls:
         row[impl] = summary(result[impl]['seconds'], result[impl]['rss_mb'], result[impl]['error'])
     row['ratio'] = ratio(row['official'], row['ours'])
+    if 'shared' in row:
+        row['ratio_shared'] = ratio(row['official'], row['shared'])
     log(format_step_row(row))
     return row
 
@@ -268,18 +276,24 @@ def cell(r, images):
 
 def format_step_row(row):
     ratio = f'{row["ratio"]:.2f}x' if row['ratio'] else '-'
+    shared = (f' | shared by {row["threads"]} processes {cell(row["shared"], row["images"])}, official / shared '
+              f'{row["ratio_shared"]:.2f}x' if row.get('ratio_shared') else '')
     return (f'{row["task"]} | {row["threads"]} thread(s) | official {cell(row["official"], row["images"])} | '
-            f'ours {cell(row["ours"], row["images"])} | official / ours {ratio}')
+            f'ours {cell(row["ours"], row["images"])} | official / ours {ratio}' + shared)
 
 
 def markdown(rows):
-    lines = ['| step | threads | official (s/step, min-max, images/s) | ours | official / ours | '
-             'peak RSS official / ours (MB) |', '|---|---|---|---|---|---|']
+    lines = ['| step | threads | official (s/step, min-max, images/s) | ours, one process | official / ours | '
+             'ours, shared by that many 1-thread processes | official / shared | '
+             'peak RSS official / ours / shared (MB) |', '|---|---|---|---|---|---|---|---|']
     for row in rows:
-        rss = ' / '.join('-' if row[i]['rss_mb'] is None else f'{row[i]["rss_mb"]:,.0f}' for i in ('official', 'ours'))
+        impls = ('official', 'ours', 'shared')
+        rss = ' / '.join('-' if i not in row or row[i]['rss_mb'] is None else f'{row[i]["rss_mb"]:,.0f}' for i in impls)
         ratio = f'**{row["ratio"]:.2f}x**' if row['ratio'] else '-'
+        shared = cell(row['shared'], row['images']) if 'shared' in row else '-'
+        ratio_shared = f'**{row["ratio_shared"]:.2f}x**' if row.get('ratio_shared') else '-'
         lines.append(f'| {row["task"]} | {row["threads"]} | {cell(row["official"], row["images"])} | '
-                     f'{cell(row["ours"], row["images"])} | {ratio} | {rss} |')
+                     f'{cell(row["ours"], row["images"])} | {ratio} | {shared} | {ratio_shared} | {rss} |')
     return '\n'.join(lines)
 
 

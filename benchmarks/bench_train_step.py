@@ -74,10 +74,13 @@ def our_step(backbone, kind, shape, variant='paddle'):
     optimizer, _ = build_optimizer(args, model)
     model.train()
 
+    from engine import parallel
+
     def step():
         loss, _ = train_step(model, batch)
         optimizer.clear_grad()
         loss.backward()
+        parallel.after_backward(model)  # the gradient exchange of --share_batches; nothing in one process
         optimizer.step()
         return loss.item()
     return step
@@ -100,6 +103,76 @@ def worker(variant, backbone, kind, shape, threads):
         else:
             reply({'rss_mb': peak_rss_mb()})
             return
+
+
+def free_ports(n):
+    import socket
+    sockets = [socket.socket() for _ in range(n)]
+    for sock in sockets:
+        sock.bind(('127.0.0.1', 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def gloo_env(rank, processes, ports):
+    """What paddle.distributed.launch sets for a CPU process group on this machine (ports: master, then one per rank)."""
+    endpoints = [f'127.0.0.1:{p}' for p in ports[1:]]
+    return {'PADDLE_TRAINER_ID': str(rank), 'PADDLE_TRAINERS_NUM': str(processes), 'PADDLE_GLOBAL_RANK': str(rank),
+            'PADDLE_GLOBAL_SIZE': str(processes), 'PADDLE_LOCAL_RANK': str(rank), 'PADDLE_LOCAL_SIZE': str(processes),
+            'PADDLE_RANK_IN_NODE': str(rank), 'PADDLE_NNODES': '1', 'PADDLE_MASTER': f'127.0.0.1:{ports[0]}',
+            'PADDLE_TRAINER_ENDPOINTS': ','.join(endpoints), 'PADDLE_CURRENT_ENDPOINT': endpoints[rank],
+            'PADDLE_DISTRI_BACKEND': 'gloo'}
+
+
+def shared_worker(backbone, kind, shape, processes, rank=0, ports=None):
+    """Our step with each batch shared by `processes` single-threaded processes, as meta_train.py and
+    pretrain.py --share_batches run under paddle.distributed.launch. Rank 0 serves stdin/stdout as
+    `worker` does and starts the other ranks; its 'rss' reply is the sum of every rank's peak RSS."""
+    import subprocess
+    if rank == 0:
+        ports = free_ports(processes + 1)
+        partners = [subprocess.Popen([sys.executable, os.path.abspath(__file__), '--worker', 'shared_rank', backbone,
+                                      kind, json.dumps(shape), str(processes), str(r), json.dumps(ports)],
+                                     env={**os.environ, **gloo_env(r, processes, ports)}, stdin=subprocess.DEVNULL)
+                    for r in range(1, processes)]
+    os.environ.update(gloo_env(rank, processes, ports))
+    from runtime.process import setup_process
+    setup_process()
+    from runtime.device import set_threads
+    set_threads(1)
+    import paddle
+    import paddle.distributed as dist
+    from engine import parallel
+    parallel.init()
+    parallel.share_batches()
+    step = our_step(backbone, kind, shape)
+
+    def command(code=None):  # rank 0 tells the others what to do next: 1 a step, 0 stop
+        t = paddle.to_tensor([code or 0])
+        dist.broadcast(t, src=0)
+        return int(t.item())
+
+    if rank > 0:
+        while command():
+            step()
+    else:
+        reply({'ready': True, 'paddle': paddle.__version__})
+        for line in sys.stdin:
+            if line.strip() != 'step':
+                break
+            command(1)
+            start = time.perf_counter()
+            loss = step()
+            reply({'seconds': time.perf_counter() - start, 'loss': loss})
+        command(0)
+    total = paddle.to_tensor([float(peak_rss_mb())])
+    dist.all_reduce(total)
+    if rank == 0:
+        for partner in partners:
+            partner.wait()
+        reply({'rss_mb': float(total.item())})
 
 
 # ---- the driver ----
@@ -214,6 +287,11 @@ def markdown(rows):
 
 
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == '--worker' and sys.argv[2].startswith('shared'):
+        backbone, kind, shape, processes, *rank = sys.argv[3:]
+        rank_args = (int(rank[0]), json.loads(rank[1])) if rank else ()
+        shared_worker(backbone, kind, tuple(json.loads(shape)), int(processes), *rank_args)
+        return
     if len(sys.argv) > 1 and sys.argv[1] == '--worker':
         variant, backbone, kind, shape, threads = sys.argv[2:7]
         worker(variant, backbone, kind, tuple(json.loads(shape)), int(threads))

@@ -9,7 +9,8 @@ Official: its experiments/CUB_fewshot_cropped/FRN/Conv-4/train.py in a temporary
 whose config.yml points at the data (the documented way to use it), run through a wrapper that makes
 `.cuda()` a no-op and skips the final 10,000-episode test; its DataLoaders use 3 worker processes (fixed in
 datasets/dataloaders.py), torch all the cores. Ours: meta_train.py with scripts/cars/frn_conv4.sh's flags and
---epoch/--milestones shortened, at the given --threads and --num_workers. Reported: wall seconds of the
+--epoch/--milestones shortened, at the given --threads and --num_workers (and, with a third number, that many processes sharing
+each episode under paddle.distributed.launch with --share_batches). Reported: wall seconds of the
 whole process and of its training and validation, images per second of training. --quick checks the harness
 on a subset of the data (20 training classes of 20 images, 5 validation and test classes of 21: one episode
 per epoch) with 5 validation episodes and one setting of ours; its numbers measure nothing.
@@ -76,16 +77,19 @@ def official_run(official, torch_python, data, epochs, val_episodes, work):
     return {'wall': wall, 'validation': phases['validation'], 'training': phases['total'] - phases['validation']}
 
 
-def our_run(data, epochs, val_episodes, threads, workers, work):
+def our_run(data, epochs, val_episodes, threads, workers, work, processes=1):
     flags = ['--dataset', 'cars', '--data_path', data, '--model', 'Conv4', '--image_size', '84',
              '--train_transform_type', '0', '--eval_resize', 'square', '--method', 'meta_frn', '--episodes', 'pass',
              '--train_n_way', '20', '--n_shot', '5', '--n_query', '15', '--opt', 'sgd', '--lr', '1e-1', '--gamma',
              '1e-1', '--epoch', str(epochs), '--milestones', str(epochs), '--wd', '5e-4', '--val_freq', str(epochs),
              '--val_n_way', '5', '--val_n_query', '16', '--val_n_episode', str(val_episodes), '--checkpoint_dir',
              os.path.join(work, 'checkpoints'), '--threads', str(threads), '--num_workers', str(workers)]
+    command = [sys.executable, os.path.join(REPO, 'meta_train.py'), *flags]
+    if processes > 1:  # every episode shared by the processes (--share_batches), as docs/performance.md says
+        command = [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', str(processes),
+                   '--log_dir', os.path.join(work, 'launch_logs'), *command[1:], '--share_batches']
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, os.path.join(REPO, 'meta_train.py'), *flags], cwd=work,
-                            capture_output=True, text=True)
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if result.returncode:
         return {'error': (result.stderr.strip().splitlines() or ['no output'])[-1]}
@@ -140,11 +144,14 @@ def run(options, log=print):
         rows.append({'who': 'official (torch threads: all cores, 3 loader workers)', **official})
         log(format_row(rows[-1], n_images, rows[0].get('wall')))
         for setting in settings:
-            threads, workers = map(int, setting.split())
-            folder = os.path.join(work, f'ours_{threads}_{workers}')
+            threads, workers, processes = (list(map(int, setting.split())) + [1])[:3]
+            folder = os.path.join(work, f'ours_{threads}_{workers}_{processes}')
             os.makedirs(folder)
-            rows.append({'who': f'ours (--threads {threads} --num_workers {workers})',
-                         **our_run(data, options.epochs, val_episodes, threads, workers, folder)})
+            who = f'ours (--threads {threads} --num_workers {workers})' if processes == 1 else \
+                f'ours, {processes} processes sharing each episode (--threads {threads} --num_workers {workers} ' \
+                f'--share_batches)'
+            rows.append({'who': who, **our_run(data, options.epochs, val_episodes, threads, workers, folder,
+                                               processes)})
             log(format_row(rows[-1], n_images, rows[0].get('wall')))
     return {'epochs': options.epochs, 'images': n_images, 'val_episodes': val_episodes, 'rows': rows}
 
@@ -169,8 +176,9 @@ def parser():
     p.add_argument('--torch_python', required=True, help='a Python with torch and torchvision')
     p.add_argument('--data', required=True, help='class-folder dataset (train/, val/, test/)')
     p.add_argument('--epochs', type=int, default=1)
-    p.add_argument('--settings', nargs='+', default=['2 0', '1 0', '2 2'],
-                   help='"threads num_workers" pairs for our runs')
+    p.add_argument('--settings', nargs='+', default=['2 0', '1 0', '2 2', '1 0 2'],
+                   help='"threads num_workers" pairs for our runs; a third number N runs N processes under '
+                        'paddle.distributed.launch with --share_batches')
     p.add_argument('--quick', action='store_true', help='check the harness on a subset of the data (no measurement)')
     p.add_argument('--json', default=None)
     return p

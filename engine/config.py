@@ -25,6 +25,7 @@ class ComputeConfig:
     gpu: bool                             # asked for; runtime.device decides whether this build can
     no_feature_cache: bool                # evaluate episode by episode instead of embedding each image once
     max_cache_mb: float                   # memory for the evaluation's feature maps before they spill to disk
+    share_batches: bool = False           # training under paddle.distributed.launch: the ranks split each batch
 
 
 @dataclass(frozen=True)

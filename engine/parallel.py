@@ -10,6 +10,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from network import rank_split
 from runtime.paddle_internals import batch_norm_internals
 
 
@@ -32,9 +33,41 @@ def init():
     return rank(), world_size()
 
 
+def share_batches():
+    """With several ranks, have them share each batch (network/rank_split.py); returns whether they do."""
+    if world_size() == 1:
+        return False
+    rank_split.enable(rank(), world_size())
+    return True
+
+
+def shares_batches():
+    return rank_split.ranks() > 1
+
+
+def data_rank():
+    """(rank, world size) for the loaders: every rank loads every batch when the ranks share them."""
+    return (0, 1) if shares_batches() else (rank(), world_size())
+
+
 def wrap(layer):
-    """paddle.DataParallel around `layer` when there are several ranks: gradients are averaged."""
-    return paddle.DataParallel(layer) if world_size() > 1 else layer
+    """`layer` ready for the ranks: paddle.DataParallel (gradients averaged during the backward) when each
+    rank has batches of its own; with shared batches, rank 0's weights and buffers copied to every rank
+    and the gradients averaged by `after_backward`."""
+    if world_size() == 1:
+        return layer
+    if not shares_batches():
+        return paddle.DataParallel(layer)
+    with paddle.no_grad():
+        for value in layer.state_dict().values():
+            dist.broadcast(value, src=0)
+    return layer
+
+
+def after_backward(model):
+    """The gradient exchange of the shared-batch mode (nothing otherwise: DataParallel did it)."""
+    if shares_batches():
+        average_gradients(model)
 
 
 def mean_over_ranks(values):
@@ -79,3 +112,23 @@ def fingerprint(model):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(value.numpy()).tobytes())
     return digest.hexdigest()[:16]
+
+
+def average_gradients(model):
+    """Replace every parameter's gradient by its mean over the ranks, in one exchange.
+
+    The shared-batch mode (network/rank_split.py) averages here, after the backward, instead of
+    through paddle.DataParallel: its BatchNorm exchanges statistics inside the backward, and the
+    two must not interleave differently on different ranks.
+    """
+    if world_size() == 1:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = paddle.concat([paddle.reshape(g, [-1]) for g in grads])
+    dist.all_reduce(flat)
+    flat = flat / world_size()
+    start = 0
+    for g in grads:
+        size = int(np.prod(g.shape))
+        g.set_value(paddle.reshape(flat[start:start + size], g.shape))
+        start += size

@@ -332,6 +332,7 @@ def train(config, model, train_loader, train_step, val_loader, log):
             loss, acc = step(batch)
             optimizer.clear_grad()
             loss.backward()
+            parallel.after_backward(model)
             optimizer.step()
             losses.append(loss.item())
             accs.append(acc)

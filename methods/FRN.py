@@ -12,7 +12,7 @@ import paddle.nn.functional as F
 
 from methods.episode import split_episode
 from methods.ridge import SOLVERS, neg_l2_dist, recon_dist
-from network import build_backbone
+from network import build_backbone, rank_split
 
 
 class FRN(paddle.nn.Layer):
@@ -58,7 +58,7 @@ class FRN(paddle.nn.Layer):
 
     def get_feature_map(self, x):
         """[N, 3, H, W] images -> [N, resolution, d] features, positions in row-major order."""
-        feature_map = self.feature_extractor(x)  # N, d, h, w
+        feature_map = rank_split.embed(self.feature_extractor, x)  # N, d, h, w
         if self.backbone == 'ResNet12':
             feature_map = feature_map / math.sqrt(640)
         n, d, h, w = feature_map.shape

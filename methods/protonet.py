@@ -15,7 +15,7 @@ import paddle
 import paddle.nn.functional as F
 
 from methods.episode import split_episode
-from network import build_backbone
+from network import build_backbone, rank_split
 
 
 def neg_sq_dist_to_class_means(support, query):
@@ -53,7 +53,7 @@ class Proto(paddle.nn.Layer):
 
     def get_feature_map(self, x):
         """[N, 3, H, W] images -> [N, resolution, d], positions row-major; unlike FRN, ResNet-12's map is not scaled."""
-        feature_map = self.feature_extractor(x)  # N, d, h, w
+        feature_map = rank_split.embed(self.feature_extractor, x)  # N, d, h, w
         n, d, h, w = feature_map.shape
         return paddle.transpose(paddle.reshape(feature_map, [n, d, h * w]), [0, 2, 1])  # N, h*w, d
 

@@ -28,6 +28,7 @@ import paddle
 from numpy.lib.stride_tricks import as_strided
 from paddle.utils import dlpack
 
+from network import rank_split
 from runtime.paddle_internals import batch_norm_internals
 
 OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))  # the window positions in max_pool2d's scan order
@@ -142,6 +143,8 @@ def pooled_block(x, conv, bn):
     with paddle.no_grad():
         moments = patch_moments(patches)
     count = n * h * w
+    if rank_split.active():  # each rank holds a share of the batch: the moments of the whole batch
+        moments, count = rank_split.summed_over_ranks(moments), count * rank_split.ranks()
     c_out = conv.weight.shape[0]
     bias_row = c * 9  # the constant row of the patch matrices
     flat = paddle.reshape(conv.weight, [c_out, c * 9])

@@ -10,6 +10,7 @@ import paddle
 from paddle import nn
 
 from network.pool import MaxPool2x2
+from network.rank_split import SharedBatchNorm2D
 
 WIDTHS = (64, 160, 320, 640)
 LEAKY_SLOPE = 0.1
@@ -17,7 +18,7 @@ LEAKY_SLOPE = 0.1
 
 def batch_norm(channels):
     """BatchNorm with torch's defaults: eps 1e-5 and torch momentum 0.1 (Paddle counts it as 0.9)."""
-    return nn.BatchNorm2D(channels, momentum=0.9, epsilon=1e-5)
+    return SharedBatchNorm2D(channels, momentum=0.9, epsilon=1e-5)
 
 
 def pooled_size(image_size, pools=4):

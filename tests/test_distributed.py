@@ -1,13 +1,15 @@
 """Data-parallel runs under `python -m paddle.distributed.launch --nproc_per_node 2` on the CPU (gloo).
 
 Real photos (the Tiny-ImageNet-32 subset), Conv-4 at 32 px, one epoch each of pretraining
-and meta-training, then a distributed test compared with a single-process one.
+and meta-training, then a distributed test compared with a single-process one; and the
+shared-batch mode (--share_batches, network/rank_split.py), held to a single process.
 """
 import os
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -70,9 +72,8 @@ def test_both_ranks_end_with_identical_weights(runs):
 
 @pytest.mark.slow
 def test_pretraining_loss_curve_is_close_to_a_single_process_with_the_same_global_batch(runs):
-    """Not exact: each rank's BatchNorm normalises its half of the batch with its own statistics
-    (there is no SyncBatchNorm on the CPU), so activations, and from the first step the weights,
-    differ slightly. The first batch, with identical weights, differs by that alone."""
+    """Not exact: without --share_batches each rank's BatchNorm normalises its half of the batch with
+    its own statistics, so activations, and from the first step the weights, differ slightly. The first batch, with identical weights, differs by that alone."""
     batch2, epoch2 = epoch_metrics((runs[2]['pre_dir'] / 'output.log').read_text())
     batch1, epoch1 = epoch_metrics((runs[1]['pre_dir'] / 'output.log').read_text())
     assert len(batch2) == len(batch1) == 5 and len(epoch2) == len(epoch1) == 1
@@ -101,3 +102,61 @@ def test_distributed_test_prints_the_single_process_numbers(runs, tiny_mini):
               if 'Test Acc' in line] for res in ('res2', 'res1')]
     assert len(lines[0]) == 3
     assert [line.split(' (')[0] for line in lines[0]] == [line.split(' (')[0] for line in lines[1]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('backbone, kind', [('Conv4', 'frn'), ('Conv4', 'proto'), ('ResNet12', 'pretrain')])
+def test_shared_batches_train_as_one_process_in_float64(tmp_path, backbone, kind):
+    """Two steps with the batch shared by two ranks give one process's losses and weights to 1e-10 in
+    float64 (BatchNorm over the whole batch, the gradients' shares added), the same on both ranks."""
+    script = str(REPO / 'tests' / '_shared_step.py')
+    subprocess.run([sys.executable, script, backbone, kind, 'float64', str(tmp_path / 'one')], check=True,
+                   cwd=tmp_path, capture_output=True, timeout=600)
+    result = subprocess.run([sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2',
+                             '--log_dir', str(tmp_path / 'log'), script, backbone, kind, 'float64',
+                             str(tmp_path / 'two')], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:] + ''.join(
+        p.read_text()[-2000:] for p in (tmp_path / 'log').glob('workerlog.*'))
+    one, rank0, rank1 = (np.load(tmp_path / name) for name in ('one.0.npz', 'two.0.npz', 'two.1.npz'))
+    assert sorted(one.files) == sorted(rank0.files) and len(one['losses']) == 2
+    for name in one.files:
+        assert np.array_equal(rank0[name], rank1[name]), name
+        scale = max(np.abs(one[name]).max(), 1e-12)
+        assert np.abs(one[name] - rank0[name]).max() <= 1e-10 * scale, name
+    moved = [name for name in one.files if name != 'losses' and not np.array_equal(one[name], rank0[name])]
+    assert moved  # the two runs really are different computations, not one result read twice
+
+
+@pytest.mark.slow
+def test_meta_training_with_shared_batches_logs_the_single_process_losses(tiny_mini, tmp_path):
+    """meta_train.py --share_batches under the launcher: every rank takes every episode (4 steps, not 2),
+    and the logged losses are those of one process: within float32 rounding for three steps (the second
+    and third come after updates through the shared gradients); from this random start float32's
+    differences grow, to 1e-4 by the fourth (the float64 test above holds the maths to 1e-10)."""
+    logs = {}
+    for nproc in (2, 1):
+        tmp = tmp_path / f'p{nproc}'
+        tmp.mkdir()
+        launch(tmp, 'meta_train.py', '--data_path', str(tiny_mini), '--epoch', '1', '--milestones', '5',
+               '--train_n_episode', '4', '--train_n_way', '5', '--n_shot', '1', '--lr', '0.1', *COMMON,
+               '--share_batches', nproc=nproc)
+        logs[nproc] = (tmp / 'checkpoints' / 'mini_imagenet' / 'Conv4_meta_frn_5way_1shot_metatrain' /
+                       'output.log').read_text()
+    assert '--share_batches: each of the 2 processes embeds 10 images of every episode' in logs[2]
+    assert '--share_batches: one process, so nothing to share' in logs[1]
+    batch2, epoch2 = epoch_metrics(logs[2])
+    batch1, epoch1 = epoch_metrics(logs[1])
+    assert len(batch2) == len(batch1) == 4
+    assert np.allclose(batch2[:3], batch1[:3], rtol=1e-5, atol=0)
+    assert np.allclose(batch2, batch1, rtol=1e-3, atol=0) and np.allclose(epoch2, epoch1, rtol=1e-3, atol=0)
+
+
+@pytest.mark.slow
+def test_an_episode_that_cannot_be_split_equally_is_refused_by_name(tiny_mini, tmp_path):
+    cmd = [sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir', str(tmp_path / 'log'),
+           str(REPO / 'meta_train.py'), '--data_path', str(tiny_mini), '--epoch', '1', '--train_n_episode', '2',
+           '--train_n_way', '5', '--n_shot', '2', *COMMON, '--share_batches']
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    text = result.stdout + result.stderr + ''.join(p.read_text() for p in (tmp_path / 'log').glob('workerlog.*'))
+    assert result.returncode != 0
+    assert 'the 25 images of a 5-way 2-shot 3-query episode cannot be split equally among 2 processes' in text
