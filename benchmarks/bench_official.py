@@ -141,19 +141,24 @@ def worker_command(impl, task, options):
     if impl == 'ours':  # bench_train_step.py's worker: our step, as the trainer takes it
         return [sys.executable, os.path.join(HERE, 'bench_train_step.py'), '--worker', 'paddle', backbone, kind,
                 json.dumps(shape), str(threads)]
-    if impl == 'shared':  # the same step with each batch shared by `threads` processes of 1 thread
+    if impl == 'shared':  # the same step with each batch shared by processes of 1 thread (one per thread)
         return [sys.executable, os.path.join(HERE, 'bench_train_step.py'), '--worker', 'shared', backbone, kind,
-                json.dumps(shape), str(threads)]
+                json.dumps(shape), str(shared_processes(task, options))]
     return [options.torch_python, os.path.abspath(__file__), '--worker', impl, options.official, backbone, kind,
             json.dumps(shape), str(threads)]
+
+
+def shared_processes(task, options):
+    """Processes of the 'shared' column: --share_processes, else one per thread of the row."""
+    return getattr(options, 'share_processes', None) or task[3]
 
 
 def measure_steps(task, options, log):
     """{'official': {...}, 'ours': {...}, 'shared': {...}}: step times, peak RSS, or the error that stopped a worker.
 
-    'shared' (rows of more than one thread): our step with each batch shared by that many processes
-    of one thread each (--share_batches), on the same cores."""
-    impls = ['official', 'ours'] + (['shared'] if task[3] > 1 else [])
+    'shared' (rows of more than one thread, or with --share_processes): our step with each batch shared
+    by that many processes of one thread each (--share_batches), on as many cores."""
+    impls = ['official', 'ours'] + (['shared'] if shared_processes(task, options) > 1 else [])
     result = {impl: {'seconds': [], 'rss_mb': None, 'error': None} for impl in impls}
     heavy = task[0] in HEAVY
 
@@ -198,6 +203,7 @@ def measure_steps(task, options, log):
     row['ratio'] = ratio(row['official'], row['ours'])
     if 'shared' in row:
         row['ratio_shared'] = ratio(row['official'], row['shared'])
+        row['shared_processes'] = shared_processes(task, options)
     log(format_step_row(row))
     return row
 
@@ -276,7 +282,7 @@ def cell(r, images):
 
 def format_step_row(row):
     ratio = f'{row["ratio"]:.2f}x' if row['ratio'] else '-'
-    shared = (f' | shared by {row["threads"]} processes {cell(row["shared"], row["images"])}, official / shared '
+    shared = (f' | shared by {row["shared_processes"]} processes {cell(row["shared"], row["images"])}, official / shared '
               f'{row["ratio_shared"]:.2f}x' if row.get('ratio_shared') else '')
     return (f'{row["task"]} | {row["threads"]} thread(s) | official {cell(row["official"], row["images"])} | '
             f'ours {cell(row["ours"], row["images"])} | official / ours {ratio}' + shared)
@@ -284,13 +290,13 @@ def format_step_row(row):
 
 def markdown(rows):
     lines = ['| step | threads | official (s/step, min-max, images/s) | ours, one process | official / ours | '
-             'ours, shared by that many 1-thread processes | official / shared | '
+             'ours, processes of 1 thread sharing each batch | official / shared | '
              'peak RSS official / ours / shared (MB) |', '|---|---|---|---|---|---|---|---|']
     for row in rows:
         impls = ('official', 'ours', 'shared')
         rss = ' / '.join('-' if i not in row or row[i]['rss_mb'] is None else f'{row[i]["rss_mb"]:,.0f}' for i in impls)
         ratio = f'**{row["ratio"]:.2f}x**' if row['ratio'] else '-'
-        shared = cell(row['shared'], row['images']) if 'shared' in row else '-'
+        shared = f"{cell(row['shared'], row['images'])} ({row['shared_processes']} processes)" if 'shared' in row else '-'
         ratio_shared = f'**{row["ratio_shared"]:.2f}x**' if row.get('ratio_shared') else '-'
         lines.append(f'| {row["task"]} | {row["threads"]} | {cell(row["official"], row["images"])} | '
                      f'{cell(row["ours"], row["images"])} | {ratio} | {shared} | {ratio_shared} | {rss} |')
@@ -341,6 +347,9 @@ def parser():
     p.add_argument('--rounds', type=int, default=2, help='processes per implementation for ResNet-12 episodes')
     p.add_argument('--only', nargs='*', default=None, help='run only the tasks whose name contains one of these')
     p.add_argument('--threads', type=int, default=None, help='run every row at this many threads (default: per row)')
+    p.add_argument('--share_processes', type=int, default=None,
+                   help="processes of one thread that share each batch in the 'shared' column (default: the row's "
+                        "threads; a row of 1 thread then has none)")
     p.add_argument('--quick', action='store_true',
                    help='check the harness: shrunk shapes, one timed step, 5 validation episodes (no measurement)')
     p.add_argument('--json', default=None, help='also write the rows here')

@@ -129,13 +129,18 @@ def gloo_env(rank, processes, ports):
 def shared_worker(backbone, kind, shape, processes, rank=0, ports=None):
     """Our step with each batch shared by `processes` single-threaded processes, as meta_train.py and
     pretrain.py --share_batches run under paddle.distributed.launch. Rank 0 serves stdin/stdout as
-    `worker` does and starts the other ranks; its 'rss' reply is the sum of every rank's peak RSS."""
+    `worker` does and starts the other ranks, which take a step for each 'step' line rank 0 writes to
+    their stdin: a rank waiting in a collective keeps its core busy, so between steps they wait on a
+    pipe instead, leaving the cores to the other benchmarks. Rank 0's 'rss' reply is the sum of every
+    rank's peak RSS."""
     import subprocess
+    partners = []
     if rank == 0:
         ports = free_ports(processes + 1)
         partners = [subprocess.Popen([sys.executable, os.path.abspath(__file__), '--worker', 'shared_rank', backbone,
                                       kind, json.dumps(shape), str(processes), str(r), json.dumps(ports)],
-                                     env={**os.environ, **gloo_env(r, processes, ports)}, stdin=subprocess.DEVNULL)
+                                     env={**os.environ, **gloo_env(r, processes, ports)}, stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, text=True)
                     for r in range(1, processes)]
     os.environ.update(gloo_env(rank, processes, ports))
     from runtime.process import setup_process
@@ -148,25 +153,25 @@ def shared_worker(backbone, kind, shape, processes, rank=0, ports=None):
     parallel.init()
     parallel.share_batches()
     step = our_step(backbone, kind, shape)
-
-    def command(code=None):  # rank 0 tells the others what to do next: 1 a step, 0 stop
-        t = paddle.to_tensor([code or 0])
-        dist.broadcast(t, src=0)
-        return int(t.item())
-
     if rank > 0:
-        while command():
+        for line in sys.stdin:
+            if line.strip() != 'step':
+                break
             step()
     else:
         reply({'ready': True, 'paddle': paddle.__version__})
         for line in sys.stdin:
             if line.strip() != 'step':
                 break
-            command(1)
+            for partner in partners:
+                partner.stdin.write('step\n')
+                partner.stdin.flush()
             start = time.perf_counter()
             loss = step()
             reply({'seconds': time.perf_counter() - start, 'loss': loss})
-        command(0)
+        for partner in partners:
+            partner.stdin.write('stop\n')
+            partner.stdin.flush()
     total = paddle.to_tensor([float(peak_rss_mb())])
     dist.all_reduce(total)
     if rank == 0:

@@ -167,11 +167,13 @@ def data(tmp_path_factory):
     return root.resolve()
 
 
-def dry_run(recipe, data, *extra, stages=None):
+def dry_run(recipe, data, *extra, stages=None, **procs):
     env = dict(os.environ, FRN_DRY_RUN='1')
     env.pop('FRN_STAGES', None)
+    env.pop('FRN_PROCS', None)
     if stages is not None:
         env['FRN_STAGES'] = stages
+    env.update(procs)
     return subprocess.run(['bash', str(REPO / recipe), str(data), *extra], env=env, capture_output=True, text=True,
                           timeout=60)
 
@@ -299,3 +301,22 @@ def test_an_unknown_stage_or_no_data_is_a_one_line_error(data):
     result = subprocess.run(['bash', str(REPO / 'scripts/official/cub_cropped/frn_conv4.sh')], capture_output=True,
                             text=True)
     assert result.returncode == 2 and result.stderr.startswith('error: no DATA folder given; usage:')
+
+
+def test_frn_procs_trains_with_processes_that_share_each_batch_and_tests_in_one(data, tmp_path):
+    placeholder = tmp_path / 'w.pdparams'
+    placeholder.write_bytes(b'')
+    recipe = 'scripts/official/mini_imagenet/frn_resnet12.sh'
+    result = dry_run(recipe, data, stages='pretrain metatrain test', FRN_PROCS='2')
+    assert result.returncode == 0, result.stderr
+    commands = [shlex.split(line) for line in result.stdout.splitlines()[1:] if not line.startswith('#')]
+    launch = ['python', '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir']
+    assert [c[:7] for c in commands[:2]] == [launch, launch]
+    for command, script in zip(commands[:2], ('pretrain.py', 'meta_train.py')):
+        words = command[8:]
+        assert words[0] == script and '/launch_logs/' in command[7]
+        args = parse(words, placeholder)
+        assert args.share_batches and args.threads == 1
+    assert [c[:2] for c in commands[2:]] == [['python', 'test.py']] * 2
+    result = dry_run(recipe, data, FRN_PROCS='two')
+    assert result.returncode == 2 and result.stderr == "error: FRN_PROCS is 'two'; give a number of processes, 1 or more\n"

@@ -11,6 +11,9 @@
 #   FRN_STAGES     the stages to run, in the recipe's order (default: all it has): pretrain, pretrain_test (the
 #                  official pretraining scripts test their model too), metatrain, test
 #   FRN_DRY_RUN=1  print the commands, a script that runs them, and run nothing
+#   FRN_PROCS=N    train (pretrain, metatrain) as N processes of one thread each that share every batch
+#                  (paddle.distributed.launch, --share_batches --threads 1): the same training as one process, and
+#                  on a CPU faster than one process of N threads (docs/performance.md); default 1, one process
 # Checkpoints go to checkpoints/official/<dataset folder>/, results to results/official/<dataset folder>/ of this
 # checkout; each command is printed, after a comment line naming what it writes.
 #
@@ -50,6 +53,18 @@ for stage in "${ASKED[@]}"; do
   fi
 done
 
+PROCS=${FRN_PROCS:-1}
+if ! [[ "$PROCS" =~ ^[1-9][0-9]*$ ]]; then echo "error: FRN_PROCS is '$PROCS'; give a number of processes, 1 or more" >&2; exit 2; fi
+train_with() {  # train_with RUN_FOLDER: the interpreter of a training stage, one process or FRN_PROCS sharing batches
+  if [ "$PROCS" -gt 1 ]; then
+    TRAIN=(python -m paddle.distributed.launch --nproc_per_node "$PROCS" --log_dir "$CKPT/launch_logs/$(basename "$1")")
+    SHARE=(--share_batches --threads 1)
+  else
+    TRAIN=(python)
+    SHARE=()
+  fi
+}
+
 run() {  # print the command; run it unless FRN_DRY_RUN is set
   local line
   line=$(printf '%q ' "$@")
@@ -73,13 +88,15 @@ for stage in "${ALL[@]}"; do
   case $stage in
     pretrain)
       echo "# pretrain: run folder $PRE_RUN"
-      run python pretrain.py "${COMMON[@]}" --method stl_frn "${PRETRAIN[@]}" "${VAL[@]}" "$@" ;;
+      train_with "$PRE_RUN"
+      run "${TRAIN[@]}" pretrain.py "${COMMON[@]}" --method stl_frn "${PRETRAIN[@]}" "${VAL[@]}" "${SHARE[@]}" "$@" ;;
     pretrain_test)
       test_model stl_frn "$PRE_RUN" "$@" ;;
     metatrain)
       echo "# metatrain: run folder $META_RUN"
-      run python meta_train.py "${COMMON[@]}" --method "$METHOD" --episodes pass --train_n_way "$WAY" \
-        --n_shot "$SHOT" --n_query 15 "${METATRAIN[@]}" "${VAL[@]}" "${FROM_PRETRAINED[@]}" "$@" ;;
+      train_with "$META_RUN"
+      run "${TRAIN[@]}" meta_train.py "${COMMON[@]}" --method "$METHOD" --episodes pass --train_n_way "$WAY" \
+        --n_shot "$SHOT" --n_query 15 "${METATRAIN[@]}" "${VAL[@]}" "${FROM_PRETRAINED[@]}" "${SHARE[@]}" "$@" ;;
     test)
       test_model "$METHOD" "$META_RUN" "$@" ;;
   esac
