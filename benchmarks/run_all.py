@@ -123,6 +123,9 @@ OFFICIAL_NOTE = (
     '`.cuda()` made a no-op) at the recipes\' shapes, on the same random 84 px images; each implementation in its '
     'own process, one warm-up step, then steps in turn (ResNet-12 rows: whole processes in turn, as each needs '
     'most of the memory). Cells: median s/step (min-max), images/s; official / ours above 1 means ours is faster. '
+    '"Shared": the same step with each batch shared by processes of one thread each, one per thread of the row '
+    '(`--share_batches`, network/rank_split.py: the same maths as one process), on the same cores; its peak RSS '
+    'is the sum over its processes. '
     'A step that failed shows its error (the official 640 x 640 inverse can fail under torch 2.13 with 2 threads, '
     'so the ResNet-12 rows run at 1 and 2 threads). The validation rows (with `--val_data`) time one validation '
     'as each trainer runs it on real photos: the official `trainers/eval.meta_test` (its DataLoader, 3 workers) '
@@ -130,8 +133,9 @@ OFFICIAL_NOTE = (
 WHOLE_RUN_NOTE = (
     'Whole epochs of the Cars Conv-4 FRN recipe (20-way 5-shot 15-query pass epochs, then one validation): the '
     'official `train.py` (its 3 loader workers, torch on all cores; the final test skipped) against our '
-    '`meta_train.py` at several `--threads`/`--num_workers`, on the same photos. Wall time of the whole process, '
-    'split into training and validation.')
+    '`meta_train.py` at several `--threads`/`--num_workers`, and as 2 processes sharing each episode under '
+    '`paddle.distributed.launch` (`--share_batches`; rank 0 validates with its one thread), on the same photos. '
+    'Wall time of the whole process, split into training and validation.')
 
 
 def official_options(args, threads):

@@ -4,7 +4,7 @@ max_pool2d's own gradient finds each window's maximum again by comparing the inp
 output; asking the forward for the winners' positions (return_mask=True) lets the backward
 scatter to them directly. The values and gradients are the same, ties included (the first
 maximum of a window wins either way; tests/test_conv4.py holds the two to each other in
-float64). Eval mode and graphs traced by paddle.jit.to_static run the plain pool, so exported
+float32 and float64). Eval mode and graphs traced by paddle.jit.to_static run the plain pool, so exported
 models are unchanged.
 """
 import paddle

@@ -311,10 +311,10 @@ def test_frn_procs_trains_with_processes_that_share_each_batch_and_tests_in_one(
     assert result.returncode == 0, result.stderr
     commands = [shlex.split(line) for line in result.stdout.splitlines()[1:] if not line.startswith('#')]
     launch = ['python', '-m', 'paddle.distributed.launch', '--nproc_per_node', '2', '--log_dir']
-    assert [c[:7] for c in commands[:2]] == [launch, launch]
+    assert [c[:6] for c in commands[:2]] == [launch, launch]
     for command, script in zip(commands[:2], ('pretrain.py', 'meta_train.py')):
-        words = command[8:]
-        assert words[0] == script and '/launch_logs/' in command[7]
+        words = command[7:]
+        assert words[0] == script and '/launch_logs/' in command[6]
         args = parse(words, placeholder)
         assert args.share_batches and args.threads == 1
     assert [c[:2] for c in commands[2:]] == [['python', 'test.py']] * 2
