@@ -160,7 +160,7 @@ class SharedBatchNorm2D(paddle.nn.BatchNorm2D):
 
     def forward(self, x):
         if not active(self.training):
-            return super().forward(x)
+            return paddle.nn.BatchNorm2D.forward(self, x)  # not super(): Paddle 2.6's to_static cannot convert it
         state = batch_norm_internals(self)
         return batch_norm(x, self.weight, self.bias, state.mean, state.variance, float(np.float32(state.momentum)),
                           state.epsilon)
