@@ -69,16 +69,11 @@ def main(argv=None):
         log = cli.start_run(config, os.path.join(run_dir, 'output.log'))
         for note in lock.notes:
             log(note)
-        if config.compute.share_batches and not parallel.share_batches():
-            log('--share_batches: one process, so nothing to share (start the run with paddle.distributed.launch)')
-        elif config.compute.share_batches:
+        if config.compute.share_batches:
             images = way * (shot + query)
-            if images % parallel.world_size():
-                raise FRNError(f'--share_batches: the {images} images of a {way}-way {shot}-shot {query}-query episode '
-                               f'cannot be split equally among {parallel.world_size()} processes; change '
-                               f'--train_n_way, --n_shot or --n_query, or the number of processes')
-            log(f'--share_batches: each of the {parallel.world_size()} processes embeds {images // parallel.world_size()} '
-                f'images of every episode')
+            parallel.start_sharing(images, 'episode', f'the {images} images of a {way}-way {shot}-shot {query}-query '
+                                   f'episode cannot be split equally among {parallel.world_size()} processes; change '
+                                   f'--train_n_way, --n_shot or --n_query, or the number of processes', log)
         rank, ranks = parallel.data_rank()
         if batches.episodes == 'random' and batches.train_n_episode % ranks:
             raise FRNError(f'--train_n_episode {batches.train_n_episode} must be divisible by the '

@@ -63,14 +63,10 @@ def main(argv=None):
             log(f'warning: --num_classes {config.batches.num_classes} disagrees with the {train_split.n_classes} '
                 f'classes of {train_split.source}; using {train_split.n_classes}')
             config = config.with_num_classes(train_split.n_classes)
-        if config.compute.share_batches and not parallel.share_batches():
-            log('--share_batches: one process, so nothing to share (start the run with paddle.distributed.launch)')
-        elif config.compute.share_batches:
-            if config.batches.batch_size % parallel.world_size():
-                raise FRNError(f'--share_batches: --batch_size {config.batches.batch_size} cannot be split equally '
-                               f'among {parallel.world_size()} processes; choose a multiple of {parallel.world_size()}')
-            log(f'--share_batches: each of the {parallel.world_size()} processes embeds '
-                f'{config.batches.batch_size // parallel.world_size()} images of every batch')
+        if config.compute.share_batches:
+            size, ranks = config.batches.batch_size, parallel.world_size()
+            parallel.start_sharing(size, 'batch', f'--batch_size {size} cannot be split equally among {ranks} '
+                                   f'processes; choose a multiple of {ranks}', log)
         train_loader = image_batch_loader(data, train_split, config.batches.batch_size, *parallel.data_rank())
         val_loader = (episode_loader(data, val_split, config.val.val_n_way, config.val.val_n_episode,
                                      flag='val_n_way', n_query=config.val.val_n_query)

@@ -12,6 +12,7 @@ import paddle.distributed as dist
 
 from network import rank_split
 from runtime.paddle_internals import batch_norm_internals
+from utils import FRNError
 
 
 def world_size():
@@ -39,6 +40,20 @@ def share_batches():
         return False
     rank_split.enable(rank(), world_size())
     return True
+
+
+def start_sharing(images, batch, unsplittable, log):
+    """--share_batches at the start of a run: share each `batch` ('episode' or 'batch') of `images` images
+    among the ranks, or log that one process has nothing to share; `unsplittable` is the error's text
+    when the images do not split equally."""
+    if world_size() == 1:
+        log('--share_batches: one process, so nothing to share (start the run with paddle.distributed.launch)')
+        return
+    if images % world_size():
+        raise FRNError(f'--share_batches: {unsplittable}')
+    share_batches()
+    log(f'--share_batches: each of the {world_size()} processes embeds {images // world_size()} images of every '
+        f'{batch}')
 
 
 def shares_batches():

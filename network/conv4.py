@@ -21,7 +21,6 @@ BatchNorm. Convolutions use torch's default initialisation (weight and bias unif
 """
 import math
 
-import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
@@ -55,11 +54,10 @@ class ConvBlock(nn.Layer):
         conv, bn = self.layers[0], self.layers[1]
         if not self.training or not paddle.in_dynamic_mode():  # eval, or traced by paddle.jit.to_static
             return bn(conv(x))
-        state = batch_norm_internals(bn)
         if rank_split.active():  # each rank holds a share of the batch: statistics of the whole batch
-            return rank_split.batch_norm(F.conv2d(x, conv.weight, padding=1), bn.weight, bn.bias + 0.0 * conv.bias,
-                                         state.mean, state.variance, float(np.float32(state.momentum)),
-                                         state.epsilon, mean_offset=conv.bias)
+            return rank_split.batch_norm(F.conv2d(x, conv.weight, padding=1), bn, bn.bias + 0.0 * conv.bias,
+                                         mean_offset=conv.bias)
+        state = batch_norm_internals(bn)
         with paddle.no_grad():  # BatchNorm blends mean(conv(x)) into the buffer; the official blends the
             state.mean.set_value(state.mean - conv.bias)  # mean of conv(x) + bias: shift by the bias around it
         out = F.batch_norm(F.conv2d(x, conv.weight, padding=1), state.mean, state.variance, weight=bn.weight,

@@ -31,10 +31,6 @@ def enable(rank, ranks):
     _SPLIT.update(rank=rank, ranks=ranks)
 
 
-def disable():
-    _SPLIT.update(rank=0, ranks=1)
-
-
 def ranks():
     return _SPLIT['ranks']
 
@@ -142,16 +138,19 @@ class _SyncBatchNorm(paddle.autograd.PyLayer):
         return grad_x + _affine(x.detach(), slope, offset), grad_weight, grad_bias  # this rank's share of the latter two
 
 
-def batch_norm(x, weight, bias, running_mean, running_var, momentum, epsilon, mean_offset=None):
-    """BatchNorm in training mode over the whole shared batch; updates the running statistics as
-    paddle's batch_norm does (momentum of the old value, biased variance), the mean shifted by
-    `mean_offset` when given (Conv-4 keeps the mean of conv(x) + bias, network/conv4.py)."""
-    out, mean, var = _SyncBatchNorm.apply(x, weight, bias, epsilon)
+def batch_norm(x, bn, bias, mean_offset=None):
+    """BatchNorm layer `bn` in training mode over the whole shared batch, with `bias` for its own; updates
+    its running statistics as paddle's batch_norm does (momentum as a float32 of the old value, biased
+    variance), the mean shifted by `mean_offset` when given (Conv-4 keeps the mean of conv(x) + bias,
+    network/conv4.py)."""
+    state = batch_norm_internals(bn)
+    out, mean, var = _SyncBatchNorm.apply(x, bn.weight, bias, state.epsilon)
+    momentum = float(np.float32(state.momentum))
     with paddle.no_grad():
         if mean_offset is not None:
             mean = mean + mean_offset
-        running_mean.set_value(running_mean * momentum + mean * (1 - momentum))
-        running_var.set_value(running_var * momentum + var * (1 - momentum))
+        state.mean.set_value(state.mean * momentum + mean * (1 - momentum))
+        state.variance.set_value(state.variance * momentum + var * (1 - momentum))
     return out
 
 
@@ -161,6 +160,4 @@ class SharedBatchNorm2D(paddle.nn.BatchNorm2D):
     def forward(self, x):
         if not active(self.training):
             return paddle.nn.BatchNorm2D.forward(self, x)  # not super(): Paddle 2.6's to_static cannot convert it
-        state = batch_norm_internals(self)
-        return batch_norm(x, self.weight, self.bias, state.mean, state.variance, float(np.float32(state.momentum)),
-                          state.epsilon)
+        return batch_norm(x, self, self.bias)
